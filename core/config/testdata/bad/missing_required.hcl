@@ -1,0 +1,15 @@
+store {
+  driver = "postgres"
+}
+
+provider "openai" {}
+
+tenant "default" {
+  route {
+    provider = "openai"
+  }
+  route {
+    match = "*"
+  }
+  route {}
+}

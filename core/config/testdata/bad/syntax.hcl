@@ -1,0 +1,4 @@
+store {
+  driver = "sqlite"
+
+provider "openai" = {}

@@ -1,0 +1,1 @@
+# Nothing set: every setting takes its default, no providers, no routes.

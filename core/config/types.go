@@ -1,0 +1,119 @@
+package config
+
+import "time"
+
+// Config is Loom's validated configuration: loom.hcl, then LOOM_… environment
+// overrides, then secrets resolved from the environment variables the file names.
+type Config struct {
+	// Listen is the HTTP listen address (LOOM_LISTEN).
+	Listen string `json:"listen"`
+	// PluginsDir holds the loom-provider-<name> binaries (LOOM_PLUGINS_DIR).
+	// Relative paths are resolved against the working directory.
+	PluginsDir string `json:"plugins_dir"`
+
+	Store  Store  `json:"store"`
+	Server Server `json:"server"`
+	Auth   Auth   `json:"auth"`
+	Log    Log    `json:"log"`
+	// Dev is set only when the file has a dev block: development conveniences
+	// that must never be on in production.
+	Dev *Dev `json:"dev,omitempty"`
+
+	// Providers are the provider instances, in file order.
+	Providers []Provider `json:"providers"`
+	// Tenants are the per-tenant route tables, in file order. The tenant named
+	// "default" applies to tenants without their own block.
+	Tenants []TenantRoutes `json:"tenants"`
+
+	// MasterKey is LOOM_MASTER_KEY decoded (32 bytes), nil when unset.
+	MasterKey []byte `json:"-"`
+	// AdminToken is LOOM_ADMIN_TOKEN, empty when unset.
+	AdminToken string `json:"-"`
+
+	// File is the path the configuration was read from.
+	File string `json:"-"`
+	// Hash is the hex SHA-256 of the normalised configuration (secrets
+	// excluded); traces record it so one can tell which config served a request.
+	Hash string `json:"-"`
+}
+
+// Store selects and addresses the database.
+type Store struct {
+	// Driver is "sqlite" or "postgres" (LOOM_STORE_DRIVER).
+	Driver string `json:"driver"`
+	// DSN is a file path (sqlite) or a connection string (postgres) (LOOM_STORE_DSN).
+	DSN string `json:"dsn"`
+	// MaxConns bounds the PostgreSQL pool (ignored by sqlite).
+	MaxConns int `json:"max_conns"`
+}
+
+// Server holds HTTP server limits.
+type Server struct {
+	// ReadHeaderTimeout stops slow-header clients without limiting long streams.
+	ReadHeaderTimeout time.Duration `json:"read_header_timeout"`
+	// IdleTimeout closes idle keep-alive connections.
+	IdleTimeout time.Duration `json:"idle_timeout"`
+	// MaxBodyBytes is the largest request body accepted (413 beyond).
+	MaxBodyBytes int64 `json:"max_body_bytes"`
+	// ShutdownTimeout is how long in-flight requests may run after SIGTERM.
+	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
+}
+
+// Auth tunes the API key cache.
+type Auth struct {
+	// CacheTTL is how long a looked-up key (valid or not) is trusted; a
+	// revoked key or disabled tenant stops working within it.
+	CacheTTL time.Duration `json:"cache_ttl"`
+	// CacheSize bounds the number of cached keys.
+	CacheSize int `json:"cache_size"`
+}
+
+// Log configures hclog.
+type Log struct {
+	Level  string `json:"level"`  // trace|debug|info|warn|error
+	Format string `json:"format"` // text|json
+}
+
+// Dev holds development-only conveniences used by `make run`.
+type Dev struct {
+	// MasterKeyFile: when LOOM_MASTER_KEY is unset, the master key is read
+	// from this file, generated (mode 0600) on first run.
+	MasterKeyFile string `json:"master_key_file"`
+	// BootstrapTenant: when the store has no tenant, create this one and print
+	// a key for it.
+	BootstrapTenant string `json:"bootstrap_tenant"`
+}
+
+// Provider is one provider instance: a plugin process configured with
+// settings from the file and secrets from the environment.
+type Provider struct {
+	// Name is the instance name (the block label); routes refer to it.
+	Name string `json:"name"`
+	// Plugin is the plugin binary's name: loom-provider-<Plugin>. Defaults to Name.
+	Plugin string `json:"plugin"`
+	// SHA256 optionally pins the plugin binary (hex).
+	SHA256 string `json:"sha256,omitempty"`
+	// Settings are the plain settings passed to the plugin.
+	Settings map[string]any `json:"settings"`
+	// Env maps a setting name to the environment variable that holds its
+	// value. Values found there override Settings and are treated as secrets.
+	Env map[string]string `json:"env"`
+	// Secrets are the resolved values of Env that were set (never logged).
+	Secrets map[string]string `json:"-"`
+}
+
+// TenantRoutes is the ordered route table of one tenant (or "default").
+type TenantRoutes struct {
+	Tenant string  `json:"tenant"`
+	Routes []Route `json:"routes"`
+}
+
+// Route sends requests whose model matches Match (a glob, * matches any run
+// of characters) to Provider, optionally rewriting the model.
+type Route struct {
+	Match    string `json:"match"`
+	Provider string `json:"provider"`
+	// Model, when set, is the upstream model; a "*" in it is replaced by
+	// the text the first "*" of Match matched.
+	Model string `json:"model,omitempty"`
+}

@@ -1,0 +1,299 @@
+// Package server is Loom's HTTP front: routes, middleware (request id,
+// recovery, access log, authentication) and the lifecycle of the listener.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/mux"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/loom-runtime/loom/core/apierror"
+	"github.com/loom-runtime/loom/core/auth"
+)
+
+// Pinger reports whether the store is reachable (for /readyz).
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Options are the server's dependencies and limits.
+type Options struct {
+	Store  Pinger
+	Auth   *auth.Authenticator
+	Logger hclog.Logger
+	// ReadHeaderTimeout stops slow-header clients; IdleTimeout closes idle
+	// keep-alive connections. Neither limits a long response stream.
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	// ShutdownTimeout bounds how long in-flight requests may finish after
+	// the serving context ends.
+	ShutdownTimeout time.Duration
+}
+
+// Server serves Loom's HTTP API.
+type Server struct {
+	o       Options
+	log     hclog.Logger
+	router  *mux.Router
+	handler http.Handler
+}
+
+// New builds the routes.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	s := &Server{o: o, log: o.Logger, router: mux.NewRouter()}
+	r := s.router
+	r.NotFoundHandler = handle(s.notFound)
+	r.MethodNotAllowedHandler = handle(s.methodNotAllowed)
+
+	r.Handle("/healthz", handle(s.healthz)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/readyz", handle(s.readyz)).Methods(http.MethodGet, http.MethodHead)
+
+	v1 := r.PathPrefix("/v1").Subrouter()
+	v1.NotFoundHandler = r.NotFoundHandler
+	v1.MethodNotAllowedHandler = r.MethodNotAllowedHandler
+	v1.Use(s.authenticate)
+	s.route(v1, "/models", handle(s.listModels), http.MethodGet)
+	// Unknown /v1 paths are answered after authentication, like OpenAI does.
+	v1.PathPrefix("/").Handler(handle(s.notFound))
+	s.handler = s.requestID(s.accessLog(s.recover(r)))
+	return s
+}
+
+// route registers h for path and methods, and a 405 for other methods (a
+// catch-all route after it would otherwise turn them into 404s).
+func (s *Server) route(r *mux.Router, path string, h http.Handler, methods ...string) {
+	r.Handle(path, h).Methods(methods...)
+	r.Handle(path, handle(s.methodNotAllowed))
+}
+
+// Handler returns the root handler: every request gets a request id, an
+// access log line and panic recovery, whether or not a route matches.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve answers on ln until ctx ends, then stops accepting and lets
+// in-flight requests finish for up to ShutdownTimeout.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.o.ReadHeaderTimeout,
+		IdleTimeout:       s.o.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down: no new connections; waiting for in-flight requests", "timeout", s.o.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), s.o.ShutdownTimeout)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.log.Warn("shutdown deadline passed; closing remaining connections")
+		err = hs.Close()
+	}
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", serr)
+	}
+	return err
+}
+
+// handlerFunc is a handler that returns its error; handle writes it.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func handle(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			e := apierror.Write(w, err)
+			if rec, ok := w.(*recorder); ok {
+				rec.err = e
+			}
+		}
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return apierror.Internal(fmt.Errorf("encode response: %w", err))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+	return nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.o.Store.Ping(ctx); err != nil {
+		return &apierror.Error{Status: http.StatusServiceUnavailable, Type: apierror.TypeServer,
+			Code: "store_unavailable", Message: "The store is not reachable.", Err: err}
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
+	return apierror.New(http.StatusNotFound, apierror.TypeInvalidRequest, "unknown_url",
+		fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path))
+}
+
+func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) error {
+	return apierror.New(http.StatusMethodNotAllowed, apierror.TypeInvalidRequest, "method_not_allowed",
+		fmt.Sprintf("Method %s is not allowed on %s.", r.Method, r.URL.Path))
+}
+
+// model is an entry of GET /v1/models, in OpenAI's shape.
+type model struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
+	// Provider plugins report their models once the proxy path is wired in;
+	// until then a tenant can reach no model and the list is empty.
+	return writeJSON(w, http.StatusOK, struct {
+		Object string  `json:"object"`
+		Data   []model `json:"data"`
+	}{Object: "list", Data: []model{}})
+}
+
+type requestIDKey struct{}
+
+// RequestID returns the request id assigned by the server.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// requestID gives every request a UUIDv7, returned as x-request-id.
+func (s *Server) requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := uuid.NewV7()
+		if err != nil {
+			id = uuid.New()
+		}
+		w.Header().Set("X-Request-Id", id.String())
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id.String())))
+	})
+}
+
+func (s *Server) recover(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil || v == http.ErrAbortHandler {
+				if v != nil {
+					panic(v)
+				}
+				return
+			}
+			s.log.Error("handler panicked", "request_id", RequestID(r.Context()), "panic", v, "stack", string(debug.Stack()))
+			rec, ok := w.(*recorder)
+			if ok && rec.wroteHeader {
+				panic(http.ErrAbortHandler) // too late for an error body: cut the connection
+			}
+			apierror.Write(w, apierror.Internal(fmt.Errorf("panic: %v", v)))
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authenticate resolves the request's API key to a tenant; failures are
+// answered in the OpenAI error format.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.o.Auth.Authenticate(r.Context(), r)
+		if err != nil {
+			handle(func(http.ResponseWriter, *http.Request) error { return err }).ServeHTTP(w, r)
+			return
+		}
+		if rec, ok := w.(*recorder); ok {
+			rec.principal = &p
+		}
+		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
+	})
+}
+
+// accessLog logs one line per request. It never logs headers (they carry keys).
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		status := rec.status
+		if r.Context().Err() != nil && !rec.wroteHeader {
+			status = 499 // client went away before an answer
+		}
+		args := []any{"method", r.Method, "path", r.URL.Path, "status", status,
+			"duration_ms", float64(time.Since(start).Microseconds()) / 1000, "bytes", rec.bytes,
+			"request_id", RequestID(r.Context())}
+		if p := rec.principal; p != nil {
+			args = append(args, "tenant", p.TenantName, "key", p.KeyPrefix)
+		}
+		switch {
+		case rec.err != nil && rec.err.Status >= 500:
+			s.log.Error("request", append(args, "error", rec.err.Error())...)
+		case rec.err != nil:
+			s.log.Info("request", append(args, "error_code", rec.err.Code)...)
+		default:
+			s.log.Info("request", args...)
+		}
+	})
+}
+
+// recorder captures the status and size of a response and forwards
+// Flush and Unwrap so streaming keeps working through it.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+	err         *apierror.Error
+	principal   *auth.Principal
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wroteHeader {
+		r.status, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wroteHeader = true
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Flush() {
+	r.wroteHeader = true
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

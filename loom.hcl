@@ -1,0 +1,74 @@
+# Loom's default configuration: works out of the box with `make run`.
+#
+# Every scalar setting can be overridden from the environment: LOOM_ followed by
+# the setting's path in upper case, with dots and underscores as "_"
+# (listen -> LOOM_LISTEN, store.driver -> LOOM_STORE_DRIVER,
+# auth.cache_ttl -> LOOM_AUTH_CACHE_TTL). Secrets never live in this file: a
+# provider's `env` block names the variables that hold them.
+
+listen      = "127.0.0.1:8080"
+plugins_dir = "bin/plugins"
+
+store {
+  driver = "sqlite"       # or "postgres" with LOOM_STORE_DSN=postgres://…
+  dsn    = ".loom/loom.db"
+}
+
+server {
+  read_header_timeout = "10s"
+  idle_timeout        = "120s"
+  max_body_bytes      = 10485760
+  shutdown_timeout    = "30s"
+}
+
+auth {
+  cache_ttl  = "5s"   # a revoked key stops working within this time
+  cache_size = 10000
+}
+
+log {
+  level  = "info"
+  format = "text"
+}
+
+# Development conveniences. Remove this block in production and set
+# LOOM_MASTER_KEY (32 bytes, base64 or hex) and LOOM_ADMIN_TOKEN instead.
+dev {
+  master_key_file  = ".loom/master.key"
+  bootstrap_tenant = "dev"
+}
+
+provider "openai" {
+  plugin = "openai"
+  settings {
+    base_url = "https://api.openai.com/v1"
+  }
+  env {
+    api_key  = "OPENAI_API_KEY"
+    base_url = "OPENAI_BASE_URL"
+  }
+}
+
+provider "azure" {
+  plugin = "azure"
+  settings {
+    api_version = "2024-10-21"
+  }
+  env {
+    endpoint = "AZURE_OPENAI_ENDPOINT"
+    api_key  = "AZURE_OPENAI_API_KEY"
+  }
+}
+
+# Routes: first match wins. The "default" tenant applies to every tenant
+# without a block of its own.
+tenant "default" {
+  route {
+    match    = "azure/*"
+    provider = "azure"
+  }
+  route {
+    match    = "*"
+    provider = "openai"
+  }
+}

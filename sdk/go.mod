@@ -1,0 +1,3 @@
+module github.com/loom-runtime/loom/sdk
+
+go 1.26.8
