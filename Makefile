@@ -32,8 +32,8 @@ vet:
 # the CLI run concurrent code), PostgreSQL included (the harness starts a
 # throwaway cluster; with CI=true a missing PostgreSQL fails the run).
 test: fmt-check vet build
-	$(GO) test -race -count=1 ./...
 	cd sdk && $(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 ./...
 
 clean:
 	rm -rf bin

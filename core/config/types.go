@@ -1,6 +1,9 @@
 package config
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Config is Loom's validated configuration: loom.hcl, then LOOM_… environment
 // overrides, then secrets resolved from the environment variables the file names.
@@ -116,4 +119,23 @@ type Route struct {
 	// Model, when set, is the upstream model; a "*" in it is replaced by
 	// the text the first "*" of Match matched.
 	Model string `json:"model,omitempty"`
+}
+
+// MarshalJSON writes durations as Go duration strings ("10s"), so the
+// normalised configuration reads like the file.
+func (s Server) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		ReadHeaderTimeout string `json:"read_header_timeout"`
+		IdleTimeout       string `json:"idle_timeout"`
+		MaxBodyBytes      int64  `json:"max_body_bytes"`
+		ShutdownTimeout   string `json:"shutdown_timeout"`
+	}{s.ReadHeaderTimeout.String(), s.IdleTimeout.String(), s.MaxBodyBytes, s.ShutdownTimeout.String()})
+}
+
+// MarshalJSON writes the TTL as a Go duration string.
+func (a Auth) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		CacheTTL  string `json:"cache_ttl"`
+		CacheSize int    `json:"cache_size"`
+	}{a.CacheTTL.String(), a.CacheSize})
 }
