@@ -5,7 +5,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # Every directory under plugins/ with a main package becomes bin/plugins/loom-provider-<dir>.
 PLUGINS := $(patsubst plugins/%/,%,$(dir $(wildcard plugins/*/main.go)))
 
-.PHONY: all build run test vet fmt-check clean
+.PHONY: all build run test vet fmt-check clean proto proto-check
 
 all: build
 
@@ -16,6 +16,7 @@ build:
 		echo "$(GO) build -o bin/plugins/loom-provider-$$p ./plugins/$$p"; \
 		$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/plugins/loom-provider-$$p ./plugins/$$p || exit 1; \
 	done
+	cd examples/echo-provider && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../../bin/plugins/loom-provider-echo .
 
 run: build
 	./bin/loom serve --config loom.hcl
@@ -27,13 +28,35 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 	cd sdk && $(GO) vet ./...
+	cd examples/echo-provider && $(GO) vet ./...
 
 # Every test: the race detector on the whole module (store, auth, server and
 # the CLI run concurrent code), PostgreSQL included (the harness starts a
 # throwaway cluster; with CI=true a missing PostgreSQL fails the run).
-test: fmt-check vet build
+test: fmt-check vet proto-check build
 	cd sdk && $(GO) test -race -count=1 ./...
+	cd examples/echo-provider && $(GO) test -race -count=1 ./...
 	$(GO) test -race -count=1 ./...
 
 clean:
 	rm -rf bin
+
+# Protocol code generation, with pinned tools: protoc from Debian bookworm's
+# protobuf-compiler, the Go generators at fixed versions. The output is
+# committed; proto-check (part of make test) fails when it is stale.
+PROTOC_VERSION             := 3.21.12
+PROTOC_GEN_GO_VERSION      := v1.36.11
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+TOOLS := $(CURDIR)/bin/tools
+
+proto:
+	@protoc --version | grep -q 'libprotoc $(PROTOC_VERSION)' || { echo "need protoc $(PROTOC_VERSION) (apt-get install protobuf-compiler), have: $$(protoc --version 2>&1)"; exit 1; }
+	cd sdk && GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	cd sdk && GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	protoc -I schema/proto \
+		--plugin=protoc-gen-go=$(TOOLS)/protoc-gen-go --go_out=sdk --go_opt=module=github.com/loom-runtime/loom/sdk \
+		--plugin=protoc-gen-go-grpc=$(TOOLS)/protoc-gen-go-grpc --go-grpc_out=sdk --go-grpc_opt=module=github.com/loom-runtime/loom/sdk \
+		schema/proto/loom/provider/v1/provider.proto
+
+proto-check: proto
+	@git diff --exit-code -- sdk/internal || { echo "generated protocol code is stale: run make proto and commit"; exit 1; }

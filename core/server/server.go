@@ -18,6 +18,7 @@ import (
 
 	"github.com/loom-runtime/loom/core/apierror"
 	"github.com/loom-runtime/loom/core/auth"
+	"github.com/loom-runtime/loom/core/router"
 )
 
 // Pinger reports whether the store is reachable (for /readyz).
@@ -27,9 +28,13 @@ type Pinger interface {
 
 // Options are the server's dependencies and limits.
 type Options struct {
-	Store  Pinger
-	Auth   *auth.Authenticator
-	Logger hclog.Logger
+	Store     Pinger
+	Auth      *auth.Authenticator
+	Router    *router.Router
+	Providers Providers
+	Logger    hclog.Logger
+	// MaxBodyBytes bounds request bodies (413 beyond). Default 10 MiB.
+	MaxBodyBytes int64
 	// ReadHeaderTimeout stops slow-header clients; IdleTimeout closes idle
 	// keep-alive connections. Neither limits a long response stream.
 	ReadHeaderTimeout time.Duration
@@ -45,6 +50,7 @@ type Server struct {
 	log     hclog.Logger
 	router  *mux.Router
 	handler http.Handler
+	models  *modelsCache
 }
 
 // New builds the routes.
@@ -52,7 +58,8 @@ func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
-	s := &Server{o: o, log: o.Logger, router: mux.NewRouter()}
+	s := &Server{o: o, log: o.Logger, router: mux.NewRouter(),
+		models: &modelsCache{ttl: 5 * time.Minute, entries: map[string]modelsEntry{}}}
 	r := s.router
 	r.NotFoundHandler = handle(s.notFound)
 	r.MethodNotAllowedHandler = handle(s.methodNotAllowed)
@@ -65,6 +72,8 @@ func New(o Options) *Server {
 	v1.MethodNotAllowedHandler = r.MethodNotAllowedHandler
 	v1.Use(s.authenticate)
 	s.route(v1, "/models", handle(s.listModels), http.MethodGet)
+	s.route(v1, "/chat/completions", handle(s.chatCompletions), http.MethodPost)
+	s.route(v1, "/embeddings", handle(s.embeddings), http.MethodPost)
 	// Unknown /v1 paths are answered after authentication, like OpenAI does.
 	v1.PathPrefix("/").Handler(handle(s.notFound))
 	s.handler = s.requestID(s.accessLog(s.recover(r)))
@@ -169,15 +178,6 @@ type model struct {
 	Object  string `json:"object"`
 	Created int64  `json:"created"`
 	OwnedBy string `json:"owned_by"`
-}
-
-func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
-	// Provider plugins report their models once the proxy path is wired in;
-	// until then a tenant can reach no model and the list is empty.
-	return writeJSON(w, http.StatusOK, struct {
-		Object string  `json:"object"`
-		Data   []model `json:"data"`
-	}{Object: "list", Data: []model{}})
 }
 
 type requestIDKey struct{}

@@ -18,6 +18,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/loom-runtime/loom/core/auth"
+	"github.com/loom-runtime/loom/core/config"
+	"github.com/loom-runtime/loom/core/router"
 	"github.com/loom-runtime/loom/core/store"
 	"github.com/loom-runtime/loom/core/store/sqlite"
 )
@@ -34,6 +36,11 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// providerMap serves in-process providers by name.
+type providerMap map[string]Provider
+
+func (m providerMap) Provider(name string) (Provider, bool) { p, ok := m[name]; return p, ok }
 
 type fixture struct {
 	srv  *httptest.Server
@@ -64,7 +71,8 @@ func newFixture(t *testing.T) *fixture {
 	}
 	logs := &syncBuffer{}
 	log := hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
-	s := New(Options{Store: st, Auth: auth.New(st, auth.Options{Logger: log}), Logger: log})
+	s := New(Options{Store: st, Auth: auth.New(st, auth.Options{Logger: log}), Logger: log,
+		Router: router.New(&config.Config{}), Providers: providerMap{}})
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return &fixture{srv: srv, st: st, key: key, logs: logs, s: s}

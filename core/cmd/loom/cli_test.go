@@ -42,7 +42,8 @@ func loomCmd(t *testing.T, dir string, env []string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(testbin.Dir(t), "loom"), args...)
 	cmd.Dir = dir
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}, env...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir,
+		"LOOM_PLUGINS_DIR=" + filepath.Join(testbin.Dir(t), "plugins")}, env...)
 	return cmd
 }
 

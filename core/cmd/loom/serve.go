@@ -10,6 +10,8 @@ import (
 
 	"github.com/loom-runtime/loom/core/auth"
 	"github.com/loom-runtime/loom/core/config"
+	"github.com/loom-runtime/loom/core/pluginhost"
+	"github.com/loom-runtime/loom/core/router"
 	"github.com/loom-runtime/loom/core/server"
 )
 
@@ -42,6 +44,20 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		return err
 	}
 
+	host, err := pluginhost.Start(ctx, cfg.Providers, pluginhost.Options{
+		PluginsDir: cfg.PluginsDir,
+		LogLevel:   cfg.Log.Level,
+		Logger:     log.Named("plugin"),
+	})
+	if err != nil {
+		return err
+	}
+	defer host.Close() // every exit path of serve kills the plugin processes
+	for _, inst := range host.Instances() {
+		info := inst.Info()
+		log.Info("provider ready", "provider", inst.Name(), "plugin", info.Name, "version", info.Version)
+	}
+
 	authn := auth.New(st, auth.Options{
 		CacheTTL:  cfg.Auth.CacheTTL,
 		CacheSize: cfg.Auth.CacheSize,
@@ -56,6 +72,9 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	srv := server.New(server.Options{
 		Store:             st,
 		Auth:              authn,
+		Router:            router.New(cfg),
+		Providers:         hostProviders{host},
+		MaxBodyBytes:      cfg.Server.MaxBodyBytes,
 		Logger:            log.Named("http"),
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
 		IdleTimeout:       cfg.Server.IdleTimeout,
@@ -100,4 +119,15 @@ func (c *cli) masterKey(cfg *config.Config, log hclog.Logger) ([]byte, error) {
 		verb, cfg.Dev.MasterKeyFile)
 	log.Warn("development master key in use", "file", cfg.Dev.MasterKeyFile, "generated", created)
 	return key, nil
+}
+
+// hostProviders exposes the plugin host's instances to the server.
+type hostProviders struct{ h *pluginhost.Host }
+
+func (p hostProviders) Provider(name string) (server.Provider, bool) {
+	inst, ok := p.h.Instance(name)
+	if !ok {
+		return nil, false
+	}
+	return inst, true
 }

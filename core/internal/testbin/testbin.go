@@ -28,7 +28,7 @@ func RepoRoot(t testing.TB) string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
 }
 
-// Dir builds bin/loom and every plugin under plugins/ into a temporary
+// Dir builds bin/loom, every plugin under plugins/ and the echo example into a temporary
 // directory shared by the test process and returns it: <dir>/loom and
 // <dir>/plugins/loom-provider-<name>. The directory is removed by Cleanup.
 func Dir(t testing.TB) string {
@@ -39,15 +39,17 @@ func Dir(t testing.TB) string {
 		if buildEr != nil {
 			return
 		}
-		targets := [][2]string{{"loom", "./core/cmd/loom"}}
+		targets := [][2]string{{"loom", "core/cmd/loom"}}
 		plugins, _ := filepath.Glob(filepath.Join(root, "plugins", "*", "main.go"))
 		for _, p := range plugins {
 			name := filepath.Base(filepath.Dir(p))
-			targets = append(targets, [2]string{filepath.Join("plugins", "loom-provider-"+name), "./plugins/" + name})
+			targets = append(targets, [2]string{filepath.Join("plugins", "loom-provider-"+name), filepath.Join("plugins", name)})
 		}
+		// The example plugin is a module of its own, as a third party's would be.
+		targets = append(targets, [2]string{filepath.Join("plugins", "loom-provider-echo"), "examples/echo-provider"})
 		for _, tg := range targets {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, tg[0]), tg[1])
-			cmd.Dir = root
+			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, tg[0]), ".")
+			cmd.Dir = filepath.Join(root, tg[1])
 			if out, buildEr = cmd.CombinedOutput(); buildEr != nil {
 				return
 			}

@@ -60,12 +60,24 @@ provider "azure" {
   }
 }
 
+# The example provider from examples/echo-provider: answers by repeating the
+# last user message, so Loom can be tried without any provider's API key.
+provider "echo" {
+  plugin = "echo"
+}
+
 # Routes: first match wins. The "default" tenant applies to every tenant
-# without a block of its own.
+# without a block of its own. `model` rewrites the model sent upstream; a "*"
+# in it stands for what the "*" of `match` matched.
 tenant "default" {
   route {
-    match    = "azure/*"
+    match    = "azure/*"   # azure/<deployment> goes straight to that deployment
     provider = "azure"
+  }
+  route {
+    match    = "echo/*"
+    provider = "echo"
+    model    = "*"         # echo/hello reaches the echo plugin as model "hello"
   }
   route {
     match    = "*"

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// mockUpstream is the only mocked part of these tests: an OpenAI- and
+// Azure-compatible upstream that records what it receives and what it sends.
+// Its behaviour is chosen by the requested model:
+//
+//	rate-limited  429 with Retry-After
+//	server-error  500
+//	slow          answers after 1.5s (or when the request is cancelled)
+//	hang          never answers until the request is cancelled
+//	cut           streams two events, then drops the connection
+//	anything else a normal answer (stream or not)
+type mockUpstream struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests []upstreamRequest
+	sent     map[string][]string // Loom request id → event payloads sent
+	canceled map[string]bool     // Loom request id → the upstream saw its request end early
+}
+
+type upstreamRequest struct {
+	Method, Path, Query string
+	Header              http.Header
+	Body                map[string]any
+	RawBody             []byte
+	RequestID           string // X-Client-Request-Id: Loom's request id
+}
+
+func newMockUpstream(t *testing.T) *mockUpstream {
+	t.Helper()
+	m := &mockUpstream{sent: map[string][]string{}, canceled: map[string]bool{}}
+	m.Server = httptest.NewServer(http.HandlerFunc(m.serve))
+	t.Cleanup(m.Close)
+	return m
+}
+
+func (m *mockUpstream) record(r *http.Request) upstreamRequest {
+	raw, _ := io.ReadAll(r.Body)
+	var body map[string]any
+	json.Unmarshal(raw, &body)
+	ur := upstreamRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(),
+		Body: body, RawBody: raw, RequestID: r.Header.Get("X-Client-Request-Id")}
+	m.mu.Lock()
+	m.requests = append(m.requests, ur)
+	m.mu.Unlock()
+	return ur
+}
+
+// Requests returns what the upstream received so far.
+func (m *mockUpstream) Requests() []upstreamRequest {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]upstreamRequest(nil), m.requests...)
+}
+
+// Find returns the request with Loom's request id.
+func (m *mockUpstream) Find(requestID string) (upstreamRequest, bool) {
+	for _, r := range m.Requests() {
+		if r.RequestID == requestID {
+			return r, true
+		}
+	}
+	return upstreamRequest{}, false
+}
+
+func (m *mockUpstream) Sent(requestID string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.sent[requestID]...)
+}
+
+func (m *mockUpstream) Canceled(requestID string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.canceled[requestID]
+}
+
+func (m *mockUpstream) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/models") {
+		m.record(r)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"object":"list","data":[{"id":"gpt-ok","object":"model","created":1700000000,"owned_by":"mock"},{"id":"gpt-4o","object":"model","created":1700000000,"owned_by":"mock"}]}`)
+		return
+	}
+	req := m.record(r)
+	model, _ := req.Body["model"].(string)
+	stream, _ := req.Body["stream"].(bool)
+	w.Header().Set("X-Request-Id", "upstream-req-123")
+	w.Header().Set("Openai-Processing-Ms", "12")
+	switch model {
+	case "rate-limited":
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "7")
+		w.WriteHeader(http.StatusTooManyRequests)
+		io.WriteString(w, `{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}`)
+		return
+	case "server-error":
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(w, `{"error":{"message":"The server had an error while processing your request.","type":"server_error","param":null,"code":null}}`)
+		return
+	case "slow":
+		select {
+		case <-time.After(1500 * time.Millisecond):
+		case <-r.Context().Done():
+			m.markCanceled(req.RequestID)
+			return
+		}
+	case "hang":
+		<-r.Context().Done()
+		m.markCanceled(req.RequestID)
+		return
+	}
+	if strings.HasSuffix(r.URL.Path, "/embeddings") {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":3,"total_tokens":3}}`)
+		return
+	}
+	if !stream {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"chatcmpl-mock1","object":"chat.completion","created":1700000000,"model":%q,`+
+			`"choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the mock","refusal":null},"logprobs":null,"finish_reason":"stop"}],`+
+			`"usage":{"prompt_tokens":11,"completion_tokens":4,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":3},"completion_tokens_details":{"reasoning_tokens":0}}}`, model)
+		return
+	}
+	m.stream(w, r, req, model)
+}
+
+func (m *mockUpstream) markCanceled(id string) {
+	m.mu.Lock()
+	m.canceled[id] = true
+	m.mu.Unlock()
+}
+
+// streamEvents is what a normal stream sends (usage last if asked for).
+func streamEvents(model string, includeUsage bool, words int) []string {
+	var ev []string
+	chunk := func(delta, finish string) string {
+		fin := "null"
+		if finish != "" {
+			fin = fmt.Sprintf("%q", finish)
+		}
+		return fmt.Sprintf(`{"id":"chatcmpl-mock2","object":"chat.completion.chunk","created":1700000000,"model":%q,"choices":[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]}`, model, delta, fin)
+	}
+	ev = append(ev, chunk(`{"role":"assistant","content":""}`, ""))
+	for i := 0; i < words; i++ {
+		ev = append(ev, chunk(fmt.Sprintf(`{"content":"word%d "}`, i), ""))
+	}
+	ev = append(ev, chunk(`{}`, "stop"))
+	if includeUsage {
+		ev = append(ev, fmt.Sprintf(`{"id":"chatcmpl-mock2","object":"chat.completion.chunk","created":1700000000,"model":%q,"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":%d,"total_tokens":%d}}`, model, words, 9+words))
+	}
+	return append(ev, "[DONE]")
+}
+
+func (m *mockUpstream) stream(w http.ResponseWriter, r *http.Request, req upstreamRequest, model string) {
+	opts, _ := req.Body["stream_options"].(map[string]any)
+	includeUsage, _ := opts["include_usage"].(bool)
+	events := streamEvents(model, includeUsage, 5)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	flusher := w.(http.Flusher)
+	bw := bufio.NewWriter(w)
+	for i, ev := range events {
+		if model == "cut" && i == 2 {
+			bw.Flush()
+			flusher.Flush()
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		// Alternate line endings: the relay must pass payloads through whatever the framing.
+		if i%2 == 0 {
+			fmt.Fprintf(bw, "data: %s\n\n", ev)
+		} else {
+			fmt.Fprintf(bw, ": keep-alive comment\r\ndata: %s\r\n\r\n", ev)
+		}
+		bw.Flush()
+		flusher.Flush()
+		m.mu.Lock()
+		m.sent[req.RequestID] = append(m.sent[req.RequestID], ev)
+		m.mu.Unlock()
+		select {
+		case <-r.Context().Done():
+			m.markCanceled(req.RequestID)
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,327 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/loom-runtime/loom/core/apierror"
+	"github.com/loom-runtime/loom/core/auth"
+	"github.com/loom-runtime/loom/core/pluginhost"
+	"github.com/loom-runtime/loom/core/relay"
+	"github.com/loom-runtime/loom/core/request"
+	"github.com/loom-runtime/loom/core/router"
+	"github.com/loom-runtime/loom/sdk/provider"
+)
+
+// Provider is a provider instance as the server uses it (pluginhost.Instance).
+type Provider interface {
+	Name() string
+	ChatCompletions(ctx context.Context, req *provider.Request) (*provider.Response, error)
+	ChatCompletionsStream(ctx context.Context, req *provider.Request, out provider.StreamSender) (*provider.StreamEnd, error)
+	Embeddings(ctx context.Context, req *provider.Request) (*provider.Response, error)
+	ListModels(ctx context.Context) ([]provider.Model, error)
+}
+
+// Providers finds provider instances by name.
+type Providers interface {
+	Provider(name string) (Provider, bool)
+}
+
+// forwardedHeaders are the client headers that belong upstream. Everything
+// else — Authorization, api-key, x-api-key (the client's Loom key), cookies,
+// hop-by-hop headers — stays at Loom.
+var forwardedHeaders = []string{"OpenAI-Beta", "Idempotency-Key", "X-Stainless-Retry-Count"}
+
+// readBody reads the request body once, within the size limit.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	limit := s.o.MaxBodyBytes
+	if limit <= 0 {
+		limit = 10 << 20
+	}
+	if r.ContentLength > limit {
+		return nil, tooLarge(limit)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return nil, tooLarge(limit)
+	case err != nil:
+		return nil, apierror.New(http.StatusBadRequest, apierror.TypeInvalidRequest, "body_read_failed",
+			"Loom could not read the request body: "+err.Error())
+	}
+	return body, nil
+}
+
+func tooLarge(limit int64) error {
+	return apierror.New(http.StatusRequestEntityTooLarge, apierror.TypeInvalidRequest, "request_too_large",
+		fmt.Sprintf("The request body is larger than this gateway accepts (%d bytes).", limit))
+}
+
+func badRequest(err error) error {
+	var re *request.Error
+	if errors.As(err, &re) {
+		return &apierror.Error{Status: http.StatusBadRequest, Type: apierror.TypeInvalidRequest,
+			Code: re.Code, Param: re.Param, Message: re.Message}
+	}
+	return apierror.Internal(err)
+}
+
+// call is one proxied request on its way through the gateway.
+type call struct {
+	start     time.Time
+	principal auth.Principal
+	body      []byte
+	peek      request.Peeked
+	target    router.Target
+	provider  Provider
+	req       *provider.Request
+}
+
+// prepare reads, checks and routes a request.
+func (s *Server) prepare(w http.ResponseWriter, r *http.Request, validate func(request.Peeked) error) (*call, error) {
+	c := &call{start: time.Now()}
+	c.principal, _ = auth.FromContext(r.Context())
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return nil, err
+	}
+	c.body = body
+	if c.peek, err = request.Peek(body); err != nil {
+		return nil, badRequest(err)
+	}
+	if err := validate(c.peek); err != nil {
+		return nil, badRequest(err)
+	}
+	target, ok := s.o.Router.Route(c.principal.TenantName, c.peek.Model)
+	if !ok {
+		return nil, &apierror.Error{Status: http.StatusNotFound, Type: apierror.TypeInvalidRequest, Code: "model_not_found", Param: "model",
+			Message: fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", c.peek.Model)}
+	}
+	c.target = target
+	p, ok := s.o.Providers.Provider(target.Provider)
+	if !ok {
+		return nil, apierror.Internal(fmt.Errorf("route %q names provider %q, which is not running", target.Route, target.Provider))
+	}
+	c.provider = p
+	if target.Model != c.peek.Model {
+		body = request.SetModel(body, c.peek, target.Model)
+	}
+	c.req = &provider.Request{RequestID: RequestID(r.Context()), Model: target.Model, Body: body, Headers: upstreamHeaders(r)}
+	return c, nil
+}
+
+func upstreamHeaders(r *http.Request) map[string]string {
+	var h map[string]string
+	for _, k := range forwardedHeaders {
+		if v := r.Header.Get(k); v != "" {
+			if h == nil {
+				h = make(map[string]string, 2)
+			}
+			h[k] = v
+		}
+	}
+	return h
+}
+
+// pluginError maps a failed plugin call to the client's error.
+func (s *Server) pluginError(ctx context.Context, c *call, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err() // the client left: nothing to answer
+	case errors.Is(err, provider.ErrUnsupported):
+		return apierror.New(http.StatusNotFound, apierror.TypeInvalidRequest, "unsupported_endpoint",
+			fmt.Sprintf("Provider %q does not support this endpoint.", c.target.Provider))
+	case errors.Is(err, pluginhost.ErrPluginFailed):
+		return &apierror.Error{Status: http.StatusBadGateway, Type: apierror.TypeServer, Code: "plugin_failed",
+			Message: strings.TrimPrefix(err.Error(), pluginhost.ErrPluginFailed.Error()+": "), Err: err}
+	default:
+		return &apierror.Error{Status: http.StatusBadGateway, Type: apierror.TypeServer, Code: "plugin_failed",
+			Message: fmt.Sprintf("The provider plugin for %q failed.", c.target.Provider), Err: err}
+	}
+}
+
+// failureError maps an upstream that could not be used to the client's error.
+func failureError(c *call, f *provider.Failure) *apierror.Error {
+	switch f.Kind {
+	case provider.FailureTimeout:
+		return apierror.New(http.StatusGatewayTimeout, apierror.TypeServer, "upstream_timeout",
+			fmt.Sprintf("Provider %q did not answer in time: %s", c.target.Provider, f.Message))
+	case provider.FailureUnreachable:
+		return apierror.New(http.StatusBadGateway, apierror.TypeServer, "upstream_unreachable",
+			fmt.Sprintf("Provider %q could not be reached: %s", c.target.Provider, f.Message))
+	default:
+		return apierror.New(http.StatusBadGateway, apierror.TypeServer, "upstream_bad_response",
+			fmt.Sprintf("Provider %q failed: %s", c.target.Provider, f.Message))
+	}
+}
+
+func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.prepare(w, r, request.Peeked.ValidateChat)
+	if err != nil {
+		return err
+	}
+	if c.peek.Stream {
+		return s.stream(w, r, c)
+	}
+	resp, err := c.provider.ChatCompletions(r.Context(), c.req)
+	if err != nil {
+		return s.pluginError(r.Context(), c, err)
+	}
+	return s.writeUnary(w, c, resp)
+}
+
+func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.prepare(w, r, request.Peeked.ValidateEmbeddings)
+	if err != nil {
+		return err
+	}
+	resp, err := c.provider.Embeddings(r.Context(), c.req)
+	if err != nil {
+		return s.pluginError(r.Context(), c, err)
+	}
+	return s.writeUnary(w, c, resp)
+}
+
+// writeUnary relays a non-stream answer as returned, with the time Loom
+// itself spent in x-loom-overhead-ms.
+func (s *Server) writeUnary(w http.ResponseWriter, c *call, resp *provider.Response) error {
+	if resp.Failure != nil {
+		return failureError(c, resp.Failure)
+	}
+	h := w.Header()
+	relay.CopyHeaders(h, resp.Headers)
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", "application/json")
+	}
+	overhead := time.Since(c.start) - resp.Timings.Total
+	if overhead < 0 {
+		overhead = 0
+	}
+	h.Set("X-Loom-Overhead-Ms", strconv.FormatFloat(float64(overhead.Microseconds())/1000, 'f', 3, 64))
+	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	w.WriteHeader(resp.Status)
+	_, _ = w.Write(resp.Body)
+	return nil
+}
+
+// stream relays a streaming chat completion.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call) error {
+	upstreamBody, err := request.ForceIncludeUsage(c.req.Body, c.peek)
+	if err != nil {
+		return badRequest(err)
+	}
+	c.req.Body = upstreamBody
+	out := relay.NewStream(w, c.peek.IncludeUsage, nil)
+	end, err := c.provider.ChatCompletionsStream(r.Context(), c.req, out)
+	switch {
+	case r.Context().Err() != nil:
+		return nil // the client left; the upstream call was cancelled with it
+	case err != nil && !out.Committed():
+		return s.pluginError(r.Context(), c, err)
+	case err != nil:
+		s.log.Error("plugin failed mid-stream", "request_id", c.req.RequestID, "provider", c.target.Provider, "error", err)
+		e := s.pluginError(r.Context(), c, err).(*apierror.Error)
+		out.Fail(e.Body())
+		return nil
+	case end == nil:
+		return apierror.Internal(errors.New("plugin returned neither an end nor an error"))
+	}
+	if !out.Committed() {
+		// The stream never opened: an upstream error status with its body,
+		// or an upstream that could not be reached.
+		if end.Failure != nil && out.Status() == 0 {
+			return failureError(c, end.Failure)
+		}
+		h := w.Header()
+		relay.CopyHeaders(h, out.Headers())
+		if h.Get("Content-Type") == "" {
+			h.Set("Content-Type", "application/json")
+		}
+		status := out.Status()
+		if status == 0 {
+			status = http.StatusBadGateway
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write(end.Body)
+		return nil
+	}
+	if end.Failure != nil && end.Failure.Kind != provider.FailureCanceled {
+		out.Fail(failureError(c, end.Failure).Body())
+	}
+	return nil
+}
+
+// modelsCache keeps each provider's model list for a while: listing asks
+// the upstream, which is slow and may need credentials.
+type modelsCache struct {
+	mu      sync.Mutex
+	ttl     time.Duration
+	entries map[string]modelsEntry
+}
+
+type modelsEntry struct {
+	models  []provider.Model
+	fetched time.Time
+}
+
+func (m *modelsCache) get(ctx context.Context, p Provider) []provider.Model {
+	m.mu.Lock()
+	e, ok := m.entries[p.Name()]
+	m.mu.Unlock()
+	if ok && time.Since(e.fetched) < m.ttl {
+		return e.models
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	models, err := p.ListModels(ctx)
+	if err != nil {
+		return e.models // keep serving the last good list
+	}
+	m.mu.Lock()
+	m.entries[p.Name()] = modelsEntry{models: models, fetched: time.Now()}
+	m.mu.Unlock()
+	return models
+}
+
+// listModels answers with the models this tenant's routes can reach.
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
+	p, _ := auth.FromContext(r.Context())
+	seen := map[string]bool{}
+	data := []model{}
+	for _, reach := range s.o.Router.Reachable(p.TenantName) {
+		prov, ok := s.o.Providers.Provider(reach.Provider)
+		if !ok {
+			continue
+		}
+		for _, m := range s.models.get(r.Context(), prov) {
+			id, ok := reach.ClientID(m.ID)
+			if !ok || seen[id] {
+				continue
+			}
+			// Only list what really routes to this provider.
+			if t, ok := s.o.Router.Route(p.TenantName, id); !ok || t.Provider != reach.Provider {
+				continue
+			}
+			seen[id] = true
+			owner := m.OwnedBy
+			if owner == "" {
+				owner = reach.Provider
+			}
+			data = append(data, model{ID: id, Object: "model", Created: m.Created, OwnedBy: owner})
+		}
+	}
+	sort.Slice(data, func(i, j int) bool { return data[i].ID < data[j].ID })
+	return writeJSON(w, http.StatusOK, struct {
+		Object string  `json:"object"`
+		Data   []model `json:"data"`
+	}{Object: "list", Data: data})
+}

@@ -1,0 +1,88 @@
+package plugin
+
+import (
+	"os"
+
+	"github.com/hashicorp/go-hclog"
+	goplugin "github.com/hashicorp/go-plugin"
+
+	"github.com/loom-runtime/loom/sdk/provider"
+)
+
+// LogLevelEnv names the environment variable that sets the plugin's log
+// level: trace, debug, info (the default), warn or error.
+const LogLevelEnv = "LOOM_PLUGIN_LOG_LEVEL"
+
+// Serve serves p to Loom and returns only when Loom ends the plugin
+// (normally Loom kills the process). Call it from main, and write nothing
+// to stdout before: go-plugin's handshake line must be the first line
+// there, and after the handshake go-plugin takes over stdout and stderr.
+//
+// Logs: Serve logs JSON lines (hclog's format, which Loom parses and
+// merges into its own log) on stderr, at the level named by
+// LOOM_PLUGIN_LOG_LEVEL (default info), and makes that logger hclog's
+// default, so a provider can log with hclog.L(). Never log secrets or
+// request bodies above debug level.
+//
+// Run by hand, without Loom's handshake environment, the binary prints an
+// explanation to stderr and exits with status 1.
+func Serve(p provider.Provider, opts ...ServeOption) {
+	cfg := serveConfig{}
+	for _, o := range opts {
+		o.applyServe(&cfg)
+	}
+	if cfg.logger == nil {
+		cfg.logger = defaultLogger()
+		hclog.SetDefault(cfg.logger)
+	}
+	goplugin.Serve(&goplugin.ServeConfig{
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: versionedPlugins(p),
+		GRPCServer:       newGRPCServer,
+		Logger:           cfg.logger,
+		Test:             cfg.test,
+	})
+}
+
+func defaultLogger() hclog.Logger {
+	level := hclog.LevelFromString(os.Getenv(LogLevelEnv))
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "provider",
+		Level:      level,
+		Output:     os.Stderr,
+		JSONFormat: true,
+	})
+}
+
+// ServeOption changes how Serve runs.
+type ServeOption interface {
+	applyServe(*serveConfig)
+}
+
+type serveConfig struct {
+	logger hclog.Logger
+	test   *goplugin.ServeTestConfig
+}
+
+type serveOptionFunc func(*serveConfig)
+
+func (f serveOptionFunc) applyServe(c *serveConfig) { f(c) }
+
+// WithLogger makes Serve log with l instead of its JSON logger on stderr.
+// l should write JSON lines to stderr for Loom to parse them. hclog's
+// default logger is left alone.
+func WithLogger(l hclog.Logger) ServeOption {
+	return serveOptionFunc(func(c *serveConfig) { c.logger = l })
+}
+
+// WithTestConfig serves in go-plugin's test mode, inside the calling
+// process: no handshake cookie check, no handshake line, stdout and stderr
+// left alone; the reattach configuration is sent on c.ReattachConfigCh for
+// a goplugin.ClientConfig.Reattach, and serving ends when c.Context ends.
+// For tests; a plugin's main never uses it.
+func WithTestConfig(c *goplugin.ServeTestConfig) ServeOption {
+	return serveOptionFunc(func(sc *serveConfig) { sc.test = c })
+}
