@@ -33,7 +33,7 @@ const (
 //
 //	endpoint                 the resource's endpoint, e.g. https://myres.openai.azure.com
 //	api_key                  sent as "api-key"; without it or the endpoint Loom starts,
-//	                         and every call answers 401 saying what to set
+//	                         and every call answers 503 saying what to set
 //	api_version              the api-version query parameter (default "2024-10-21")
 //	deployments              a block mapping model names to deployment names:
 //	                         deployments { "gpt-4o" = "prod-gpt4o" }
@@ -189,9 +189,10 @@ func missingSettings(c config) *openaicompat.LocalError {
 		return nil
 	}
 	return &openaicompat.LocalError{
-		Status:  http.StatusUnauthorized,
+		// 503, not 401: the client's key is fine; the gateway is not set up.
+		Status:  http.StatusServiceUnavailable,
 		Message: "The azure provider has no " + strings.Join(what, " and no ") + " configured (set " + strings.Join(vars, " and ") + ").",
-		Type:    "invalid_request_error",
-		Code:    "invalid_api_key",
+		Type:    "server_error",
+		Code:    "provider_not_configured",
 	}
 }

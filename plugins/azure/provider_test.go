@@ -177,7 +177,7 @@ func (r *recorder) Start(s provider.StreamStart) error { r.starts = append(r.sta
 func (r *recorder) Send(e provider.Event) error        { r.events = append(r.events, e); return nil }
 
 // TestMissingSettings: without endpoint or key Loom starts; calls answer
-// 401 saying what to set, without any network call.
+// 503 saying what to set, without any network call.
 func TestMissingSettings(t *testing.T) {
 	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
@@ -202,13 +202,13 @@ func TestMissingSettings(t *testing.T) {
 			func() (*provider.Response, error) { return p.Embeddings(ctx, req) },
 		} {
 			resp, err := call()
-			if err != nil || resp.Status != 401 || !strings.Contains(string(resp.Body), tt.want) {
+			if err != nil || resp.Status != 503 || !strings.Contains(string(resp.Body), tt.want) {
 				t.Errorf("%s: %v %d %s", tt.settings, err, resp.Status, resp.Body)
 			}
 		}
 		rec := &recorder{}
 		end, err := p.ChatCompletionsStream(ctx, req, rec)
-		if err != nil || len(rec.starts) != 1 || rec.starts[0].Status != 401 || !strings.Contains(string(end.Body), tt.want) {
+		if err != nil || len(rec.starts) != 1 || rec.starts[0].Status != 503 || !strings.Contains(string(end.Body), tt.want) {
 			t.Errorf("%s: stream %v %+v %s", tt.settings, err, rec.starts, end.Body)
 		}
 	}

@@ -26,7 +26,7 @@ const (
 //	base_url                 API base URL (default https://api.openai.com/v1); any
 //	                         OpenAI-compatible server's works
 //	api_key                  sent as "Authorization: Bearer …"; without it Loom starts,
-//	                         and every call answers 401 saying to set OPENAI_API_KEY
+//	                         and every call answers 503 saying to set OPENAI_API_KEY
 //	organization             sent as OpenAI-Organization
 //	project                  sent as OpenAI-Project
 //	timeout                  bound of a call without a timeout of its own (default "10m")
@@ -98,10 +98,11 @@ func configure(cfg provider.Config) (*compat.Setup, error) {
 	if c.apiKey == "" {
 		// Loom starts without a key; calls explain what is missing.
 		return &compat.Setup{NotReady: &openaicompat.LocalError{
-			Status:  http.StatusUnauthorized,
+			// 503, not 401: the client's key is fine; the gateway is not set up.
+			Status:  http.StatusServiceUnavailable,
 			Message: "The openai provider has no api_key configured (set OPENAI_API_KEY).",
-			Type:    "invalid_request_error",
-			Code:    "invalid_api_key",
+			Type:    "server_error",
+			Code:    "provider_not_configured",
 		}}, nil
 	}
 	client := openaicompat.NewHTTPClient(openaicompat.ClientOptions{

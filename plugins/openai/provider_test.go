@@ -133,7 +133,7 @@ type recorder struct {
 func (r *recorder) Start(s provider.StreamStart) error { r.starts = append(r.starts, s); return nil }
 func (r *recorder) Send(e provider.Event) error        { r.events = append(r.events, e); return nil }
 
-// TestNoAPIKey: Loom starts without a key; calls answer 401 explaining
+// TestNoAPIKey: Loom starts without a key; calls answer 503 explaining
 // what to set, without contacting the upstream.
 func TestNoAPIKey(t *testing.T) {
 	var calls atomic.Int32
@@ -153,14 +153,14 @@ func TestNoAPIKey(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if resp.Status != 401 || !strings.Contains(string(resp.Body), "no api_key configured (set OPENAI_API_KEY)") ||
-			!strings.Contains(string(resp.Body), `"code":"invalid_api_key"`) || resp.Headers["Content-Type"] != "application/json" {
+		if resp.Status != 503 || !strings.Contains(string(resp.Body), "no api_key configured (set OPENAI_API_KEY)") ||
+			!strings.Contains(string(resp.Body), `"code":"provider_not_configured"`) || resp.Headers["Content-Type"] != "application/json" {
 			t.Errorf("%s: %d %s", name, resp.Status, resp.Body)
 		}
 	}
 	rec := &recorder{}
 	end, err := p.ChatCompletionsStream(ctx, req, rec)
-	if err != nil || len(rec.starts) != 1 || rec.starts[0].Status != 401 || len(rec.events) != 0 || !strings.Contains(string(end.Body), "OPENAI_API_KEY") {
+	if err != nil || len(rec.starts) != 1 || rec.starts[0].Status != 503 || len(rec.events) != 0 || !strings.Contains(string(end.Body), "OPENAI_API_KEY") {
 		t.Errorf("stream: %v %+v %+v", err, rec, end)
 	}
 	if _, err := p.ListModels(ctx); err == nil || !strings.Contains(err.Error(), "OPENAI_API_KEY") {

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +23,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/loom-runtime/loom/core/internal/testbin"
+	"github.com/loom-runtime/loom/sdk/plugin"
 	"github.com/loom-runtime/loom/sdk/sse"
 )
 
@@ -117,6 +120,8 @@ func startProxy(t *testing.T, extraEnv ...string) *proxyEnv {
 		"OPENAI_API_KEY=" + upstreamKey,
 		"AZURE_OPENAI_ENDPOINT=" + up.URL,
 		"AZURE_OPENAI_API_KEY=az-upstream-secret",
+		"LOOM_ADMIN_TOKEN=admin-token-secret",
+		"LOOM_LOG_LEVEL=debug",
 	}, extraEnv...)
 	mustRun(t, dir, env, "tenant", "create", "acme")
 	mustRun(t, dir, env, "tenant", "create", "narrow")
@@ -347,6 +352,37 @@ func TestProxy(t *testing.T) {
 		}
 		if strings.Contains(p.gw.stderr.String(), upstreamKey) || strings.Contains(p.gw.stderr.String(), p.key) {
 			t.Fatal("a secret reached Loom's log")
+		}
+	})
+
+	t.Run("plugins get a minimal environment", func(t *testing.T) {
+		plugins := childPids(t, p.gw.cmd.Process.Pid, "loom-provider-")
+		if len(plugins) != 5 {
+			t.Fatalf("%d plugin processes, want 5", len(plugins))
+		}
+		for _, pid := range plugins {
+			environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, kv := range strings.Split(string(environ), "\x00") {
+				name, _, _ := strings.Cut(kv, "=")
+				if kv == "" || strings.HasPrefix(name, "PLUGIN_") || name == "LOOM_PLUGIN_LOG_LEVEL" || name == plugin.Handshake.MagicCookieKey {
+					continue // go-plugin's handshake variables, the magic cookie and the log level
+				}
+				t.Errorf("plugin %d has %s in its environment", pid, name)
+			}
+			for _, secret := range []string{testMasterKey, upstreamKey, "az-upstream-secret", "admin-token-secret", "loom.db"} {
+				if strings.Contains(string(environ), secret) {
+					t.Errorf("plugin %d environment holds a secret", pid)
+				}
+			}
+		}
+	})
+
+	t.Run("plugin logs come through loom's log with the instance name", func(t *testing.T) {
+		if !strings.Contains(p.gw.stderr.String(), "loom.plugin.echo.loom-provider-echo:") {
+			t.Fatalf("no plugin-originated log line under loom.plugin.echo:\n%s", p.gw.stderr.String())
 		}
 	})
 
@@ -591,4 +627,87 @@ provider "ghost" { plugin = "ghost" }
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
+}
+
+func TestSHA256Pin(t *testing.T) {
+	bin := filepath.Join(testbin.Dir(t), "plugins", "loom-provider-echo")
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := fmt.Sprintf("%x", sha256.Sum256(b))
+	bad := strings.Repeat("0", 64)
+	for _, tt := range []struct {
+		pin string
+		ok  bool
+	}{{good, true}, {bad, false}} {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, "loom.hcl"), fmt.Sprintf(`
+provider "echo" {
+  plugin = "echo"
+  sha256 = %q
+}
+tenant "default" {
+  route {
+    match    = "*"
+    provider = "echo"
+  }
+}
+`, tt.pin))
+		env := []string{"LOOM_MASTER_KEY=" + testMasterKey}
+		if tt.ok {
+			gw := startServe(t, dir, env)
+			gw.stop(t, syscall.SIGTERM)
+			continue
+		}
+		r := runLoom(t, dir, append(env, "LOOM_LISTEN="+freeAddr(t)), "serve")
+		if r.code != 1 || !strings.Contains(r.stderr, "does not match its sha256 pin") {
+			t.Fatalf("bad pin: exit %d\n%s", r.code, r.stderr)
+		}
+	}
+}
+
+// A client that never finishes its headers is cut off after
+// server.read_header_timeout; a stream that lasts far longer is not.
+func TestServerTimeouts(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "loom.hcl"), `
+provider "echo" {
+  plugin   = "echo"
+  settings { delay_ms = 100 }
+}
+tenant "default" {
+  route {
+    match    = "*"
+    provider = "echo"
+  }
+}
+`)
+	env := []string{"LOOM_MASTER_KEY=" + testMasterKey, "LOOM_SERVER_READ_HEADER_TIMEOUT=300ms", "LOOM_SERVER_IDLE_TIMEOUT=300ms"}
+	mustRun(t, dir, env, "tenant", "create", "acme")
+	key := lastLine(mustRun(t, dir, env, "key", "create", "--tenant", "acme"))
+	gw := startServe(t, dir, env)
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gw.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	conn.Write([]byte("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: "))
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.ReadAll(conn) // returns when the server closes the connection
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("slow-header connection held for %v", d)
+	}
+
+	start = time.Now()
+	resp, body := (&proxyEnv{gw: gw}).post(t, "/v1/chat/completions", key,
+		`{"model":"echo-1","stream":true,"messages":[{"role":"user","content":"a b c d e f g h i j k l"}]}`)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "data: [DONE]") {
+		t.Fatalf("long stream cut: %d\n%s", resp.StatusCode, body)
+	}
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("stream took %v; the test needs it to outlast the timeouts", d)
+	}
 }
