@@ -29,6 +29,14 @@ const (
 	defaultCacheSize         = 10000
 	defaultLogLevel          = "info"
 	defaultLogFormat         = "text"
+	defaultDurability        = DurabilityAsync
+	defaultSpoolDir          = ".loom/spool"
+	defaultSpoolMaxBytes     = 1 << 30
+	defaultQueueSize         = 10000
+	defaultBatchSize         = 500
+	defaultBatchInterval     = 50 * time.Millisecond
+	defaultTraceBodyBytes    = 8 << 20
+	defaultTraceShutdown     = 10 * time.Second
 )
 
 // Store drivers.
@@ -138,10 +146,21 @@ func defaults() *Config {
 			MaxBodyBytes:      defaultMaxBodyBytes,
 			ShutdownTimeout:   defaultShutdownTimeout,
 		},
-		Auth:      Auth{CacheTTL: defaultCacheTTL, CacheSize: defaultCacheSize},
-		Log:       Log{Level: defaultLogLevel, Format: defaultLogFormat},
+		Auth: Auth{CacheTTL: defaultCacheTTL, CacheSize: defaultCacheSize},
+		Log:  Log{Level: defaultLogLevel, Format: defaultLogFormat},
+		Trace: Trace{
+			Durability:      defaultDurability,
+			SpoolDir:        defaultSpoolDir,
+			SpoolMaxBytes:   defaultSpoolMaxBytes,
+			QueueSize:       defaultQueueSize,
+			BatchSize:       defaultBatchSize,
+			BatchInterval:   defaultBatchInterval,
+			MaxBodyBytes:    defaultTraceBodyBytes,
+			ShutdownTimeout: defaultTraceShutdown,
+		},
 		Providers: []Provider{},
 		Tenants:   []TenantRoutes{},
+		Pricing:   []Price{},
 	}
 }
 
@@ -157,10 +176,12 @@ type decoder struct {
 	hasDev         bool
 }
 
-// The keys allowed in provider, tenant and route blocks.
+// The keys allowed in provider, tenant, route, pricing and model blocks.
 func providerKeys() []string { return []string{"env", "plugin", "settings", "sha256"} }
 func tenantKeys() []string   { return []string{"route"} }
 func routeKeys() []string    { return []string{"match", "model", "provider"} }
+func pricingKeys() []string  { return []string{"model"} }
+func modelKeys() []string    { return []string{"cached_input", "effective", "input", "output"} }
 
 func (d *decoder) top(raw map[string]any, c *Config) {
 	blocks := make(map[string]bool)
@@ -176,6 +197,8 @@ func (d *decoder) top(raw map[string]any, c *Config) {
 			d.providers(v, c)
 		case key == "tenant":
 			d.tenants(v, c)
+		case key == "pricing":
+			d.pricing(v, c)
 		case blocks[key]:
 			bodies, ok := asBlocks(v)
 			if !ok {
@@ -251,7 +274,7 @@ func (d *decoder) siblings(path string) []string {
 		}
 	}
 	if block == "" {
-		out = append(out, "provider", "tenant")
+		out = append(out, "provider", "tenant", "pricing")
 	}
 	return out
 }
@@ -433,4 +456,90 @@ func resolveSecrets(p *Provider, lookup func(string) (string, bool)) {
 			p.Secrets[setting] = v
 		}
 	}
+}
+
+// pricing decodes the pricing block: model "name" { … } blocks, in file
+// order. A model may have several blocks (a price history).
+func (d *decoder) pricing(v any, c *Config) {
+	var models []labelled
+	for _, body := range d.singleBlock("pricing", v) {
+		for _, key := range sortedKeys(body) {
+			if key != "model" {
+				d.unknown("pricing."+key, pricingKeys())
+				continue
+			}
+			blocks, unlabelled, ok := asLabelled(body[key], modelKeys())
+			if !ok {
+				d.col.add("pricing.model", "expected a block, got "+describe(body[key]))
+				continue
+			}
+			if unlabelled > 0 {
+				d.col.add("pricing.model", `every model block needs the model's name, e.g. model "gpt-4o" { … }`)
+			}
+			models = append(models, blocks...)
+		}
+	}
+	labels := make([]string, len(models))
+	for i, b := range models {
+		labels[i] = b.label
+	}
+	for i, key := range modelBlockKeys(labels) {
+		c.Pricing = append(c.Pricing, d.price(key, models[i]))
+	}
+}
+
+// modelBlockKeys returns the problem keys of the pricing block's model
+// blocks, given their labels in file order: "pricing.model.gpt-4o", or, for
+// a model given in several blocks, "pricing.model.gpt-4o[0]",
+// "pricing.model.gpt-4o[1]" and so on (counting from 0, in file order).
+func modelBlockKeys(labels []string) []string {
+	count := make(map[string]int)
+	for _, l := range labels {
+		count[l]++
+	}
+	seen := make(map[string]int)
+	keys := make([]string, len(labels))
+	for i, l := range labels {
+		keys[i] = "pricing.model." + l
+		if count[l] > 1 {
+			keys[i] += fmt.Sprintf("[%d]", seen[l])
+			seen[l]++
+		}
+	}
+	return keys
+}
+
+func (d *decoder) price(prefix string, b labelled) Price {
+	p := Price{Model: b.label, Effective: defaultEffective}
+	for _, key := range sortedKeys(b.body) {
+		v := b.body[key]
+		path := prefix + "." + key
+		var field *string
+		switch key {
+		case "input":
+			field = &p.Input
+		case "output":
+			field = &p.Output
+		case "cached_input":
+			field = &p.CachedInput
+		case "effective":
+			t, err := parseEffective(v)
+			if err != nil {
+				d.col.add(path, err.Error())
+				continue
+			}
+			p.Effective = t
+			continue
+		default:
+			d.unknown(path, modelKeys())
+			continue
+		}
+		s, err := priceText(v)
+		if err != nil {
+			d.col.add(path, err.Error())
+			continue
+		}
+		*field = s
+	}
+	return p
 }

@@ -88,12 +88,19 @@ func (c *collector) decodingDone() { c.decoded = len(c.problems) }
 // key, unless decoding it already failed: the value checked is then only the
 // default, and a second problem would be noise.
 func (c *collector) check(key, msg string) {
+	if !c.decodeFailed(key) {
+		c.add(key, msg)
+	}
+}
+
+// decodeFailed reports whether decoding found a problem with the setting at key.
+func (c *collector) decodeFailed(key string) bool {
 	for _, p := range c.problems[:c.decoded] {
 		if p.Key == key {
-			return
+			return true
 		}
 	}
-	c.add(key, msg)
+	return false
 }
 
 // addEnv records a problem with the value of environment variable name.

@@ -44,6 +44,15 @@ func schema() []setting {
 		{path: "log.level", field: func(c *Config) any { return &c.Log.Level }},
 		{path: "log.format", field: func(c *Config) any { return &c.Log.Format }},
 
+		{path: "trace.durability", field: func(c *Config) any { return &c.Trace.Durability }},
+		{path: "trace.spool_dir", field: func(c *Config) any { return &c.Trace.SpoolDir }},
+		{path: "trace.spool_max_bytes", field: func(c *Config) any { return &c.Trace.SpoolMaxBytes }},
+		{path: "trace.queue_size", field: func(c *Config) any { return &c.Trace.QueueSize }},
+		{path: "trace.batch_size", field: func(c *Config) any { return &c.Trace.BatchSize }},
+		{path: "trace.batch_interval", field: func(c *Config) any { return &c.Trace.BatchInterval }},
+		{path: "trace.max_body_bytes", field: func(c *Config) any { return &c.Trace.MaxBodyBytes }},
+		{path: "trace.shutdown_timeout", field: func(c *Config) any { return &c.Trace.ShutdownTimeout }},
+
 		{path: "dev.master_key_file", field: func(c *Config) any { return &c.Dev.MasterKeyFile }},
 		{path: "dev.bootstrap_tenant", field: func(c *Config) any { return &c.Dev.BootstrapTenant }},
 

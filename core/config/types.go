@@ -18,6 +18,7 @@ type Config struct {
 	Server Server `json:"server"`
 	Auth   Auth   `json:"auth"`
 	Log    Log    `json:"log"`
+	Trace  Trace  `json:"trace"`
 	// Dev is set only when the file has a dev block: development conveniences
 	// that must never be on in production.
 	Dev *Dev `json:"dev,omitempty"`
@@ -27,6 +28,10 @@ type Config struct {
 	// Tenants are the per-tenant route tables, in file order. The tenant named
 	// "default" applies to tenants without their own block.
 	Tenants []TenantRoutes `json:"tenants"`
+
+	// Pricing are the price overrides of the pricing block, in file order:
+	// they add models to the embedded price catalog or replace its prices.
+	Pricing []Price `json:"pricing"`
 
 	// MasterKey is LOOM_MASTER_KEY decoded (32 bytes), nil when unset.
 	MasterKey []byte `json:"-"`
@@ -138,4 +143,80 @@ func (a Auth) MarshalJSON() ([]byte, error) {
 		CacheTTL  string `json:"cache_ttl"`
 		CacheSize int    `json:"cache_size"`
 	}{a.CacheTTL.String(), a.CacheSize})
+}
+
+// Trace tunes how traces are written to the store.
+type Trace struct {
+	// Durability is DurabilityAsync (a response does not wait for its trace)
+	// or DurabilitySync (a response completes only once its trace is durable).
+	Durability string `json:"durability"`
+	// SpoolDir holds batches of traces while the store is unreachable.
+	// Relative paths are resolved against the working directory.
+	SpoolDir string `json:"spool_dir"`
+	// SpoolMaxBytes bounds the spool; beyond it Loom answers 503 rather than
+	// serve traffic it cannot trace.
+	SpoolMaxBytes int64 `json:"spool_max_bytes"`
+	// QueueSize is how many traces may wait for the writer.
+	QueueSize int `json:"queue_size"`
+	// BatchSize is the most traces written in one store transaction.
+	BatchSize int `json:"batch_size"`
+	// BatchInterval is the longest a trace waits for its batch to fill.
+	BatchInterval time.Duration `json:"batch_interval"`
+	// MaxBodyBytes bounds a captured request or response body; a longer one
+	// is truncated in the trace and flagged as such.
+	MaxBodyBytes int64 `json:"max_body_bytes"`
+	// ShutdownTimeout is how long flushing queued traces may take at shutdown.
+	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
+}
+
+// Trace durabilities.
+const (
+	DurabilityAsync = "async"
+	DurabilitySync  = "sync"
+)
+
+// MarshalJSON writes durations as Go duration strings ("50ms").
+func (t Trace) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Durability      string `json:"durability"`
+		SpoolDir        string `json:"spool_dir"`
+		SpoolMaxBytes   int64  `json:"spool_max_bytes"`
+		QueueSize       int    `json:"queue_size"`
+		BatchSize       int    `json:"batch_size"`
+		BatchInterval   string `json:"batch_interval"`
+		MaxBodyBytes    int64  `json:"max_body_bytes"`
+		ShutdownTimeout string `json:"shutdown_timeout"`
+	}{t.Durability, t.SpoolDir, t.SpoolMaxBytes, t.QueueSize, t.BatchSize,
+		t.BatchInterval.String(), t.MaxBodyBytes, t.ShutdownTimeout.String()})
+}
+
+// Price is one `model "name" { … }` block of the pricing block: the prices
+// of a model from a day on, in US dollars per 1M tokens, as decimal strings
+// with at most 6 decimals ("2.50"). A number in the file is kept as its
+// shortest decimal form (2.5 becomes "2.5").
+type Price struct {
+	// Model is the block label, the model name as requests and the catalog
+	// spell it ("gpt-4o", or an Azure deployment such as "azure/my-gpt4o").
+	Model string `json:"model"`
+	// Input prices prompt tokens not served from the prompt cache.
+	Input string `json:"input"`
+	// Output prices completion tokens, reasoning tokens included.
+	Output string `json:"output"`
+	// CachedInput prices cached prompt tokens; empty means at Input.
+	CachedInput string `json:"cached_input,omitempty"`
+	// Effective is the day (UTC) from which the prices apply; 1970-01-01
+	// unless given.
+	Effective time.Time `json:"-"`
+}
+
+// EffectiveDateLayout is how Price.Effective is written in the file.
+const EffectiveDateLayout = time.DateOnly
+
+// MarshalJSON writes Effective as a date ("2024-10-01").
+func (p Price) MarshalJSON() ([]byte, error) {
+	type plain Price
+	return json.Marshal(struct {
+		plain
+		Effective string `json:"effective"`
+	}{plain(p), p.Effective.UTC().Format(EffectiveDateLayout)})
 }

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 )
 
 var (
@@ -57,6 +58,17 @@ func validate(c *Config, col *collector, explicit map[string]bool) {
 	oneOf(col, "log.level", c.Log.Level, "trace", "debug", "info", "warn", "error")
 	oneOf(col, "log.format", c.Log.Format, "text", "json")
 
+	oneOf(col, "trace.durability", c.Trace.Durability, DurabilityAsync, DurabilitySync)
+	if c.Trace.SpoolDir == "" {
+		col.check("trace.spool_dir", "must not be empty")
+	}
+	positive(col, "trace.spool_max_bytes", c.Trace.SpoolMaxBytes)
+	positive(col, "trace.queue_size", int64(c.Trace.QueueSize))
+	positive(col, "trace.batch_size", int64(c.Trace.BatchSize))
+	positiveDuration(col, "trace.batch_interval", c.Trace.BatchInterval)
+	positive(col, "trace.max_body_bytes", c.Trace.MaxBodyBytes)
+	positiveDuration(col, "trace.shutdown_timeout", c.Trace.ShutdownTimeout)
+
 	if c.Dev != nil {
 		if explicit["dev.master_key_file"] && c.Dev.MasterKeyFile == "" {
 			col.check("dev.master_key_file", "must not be empty")
@@ -68,6 +80,49 @@ func validate(c *Config, col *collector, explicit map[string]bool) {
 
 	providers := validateProviders(c, col)
 	validateTenants(c, col, providers)
+	validatePricing(c, col)
+}
+
+// validatePricing checks the pricing block's model prices.
+func validatePricing(c *Config, col *collector) {
+	models := make([]string, len(c.Pricing))
+	for i, p := range c.Pricing {
+		models[i] = p.Model
+	}
+	keys := modelBlockKeys(models)
+	seen := make(map[string]bool)
+	for i, p := range c.Pricing {
+		key := keys[i]
+		if p.Model == "" || strings.ContainsFunc(p.Model, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+			col.check(key, fmt.Sprintf("invalid model name %q: must not be empty or contain white space", p.Model))
+		}
+		for _, f := range []struct {
+			name, value string
+			required    bool
+		}{{"input", p.Input, true}, {"output", p.Output, true}, {"cached_input", p.CachedInput, false}} {
+			switch _, err := ParseUSD(f.value); {
+			case f.value == "" && f.required:
+				col.check(key+"."+f.name, "required (US dollars per 1M tokens, such as \"2.50\")")
+			case f.value != "" && err != nil:
+				col.check(key+"."+f.name, err.Error())
+			}
+		}
+		// Model names are matched case-insensitively. A block whose date
+		// could not be read is left out: its date is only the default.
+		if col.decodeFailed(key + ".effective") {
+			continue
+		}
+		date := p.Effective.Format(EffectiveDateLayout)
+		id := strings.ToLower(p.Model) + " " + date
+		switch {
+		case !seen[id]:
+			seen[id] = true
+		case p.Effective.Equal(defaultEffective):
+			col.check(key, "priced more than once without an effective date; give each model block of a model its own effective date")
+		default:
+			col.check(key, fmt.Sprintf("priced more than once from %s; give each model block of a model its own effective date", date))
+		}
+	}
 }
 
 // validateProviders checks the providers and returns the defined names.

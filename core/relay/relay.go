@@ -53,7 +53,14 @@ type Stream struct {
 	// Events counts events written; Withheld counts usage-only chunks held back.
 	Events, Withheld int
 	sawDone          bool
+	heldDone         bool
 	err              error
+
+	// Tap, when set, sees every event written to the client, as written.
+	Tap func(data []byte)
+	// HoldDone: keep the final [DONE] until WriteDone (sync durability
+	// writes the trace first).
+	HoldDone bool
 }
 
 // NewStream returns a Stream writing to w.
@@ -99,6 +106,16 @@ func (s *Stream) Send(ev provider.Event) error {
 	}
 	if string(ev.Data) == "[DONE]" {
 		s.sawDone = true
+		if s.HoldDone {
+			s.heldDone = true
+			if s.Tap != nil {
+				s.Tap(ev.Data)
+			}
+			return nil
+		}
+	}
+	if s.Tap != nil {
+		s.Tap(ev.Data)
 	}
 	if err := sse.WriteEvent(s.w, ev.Data); err != nil {
 		s.err = ErrClientGone
@@ -141,7 +158,21 @@ func (s *Stream) Fail(body []byte) {
 	if !s.committed || s.err != nil {
 		return
 	}
+	if s.Tap != nil {
+		s.Tap(body)
+	}
 	if sse.WriteEvent(s.w, body) == nil {
+		s.flush()
+	}
+}
+
+// WriteDone writes a [DONE] held back by HoldDone.
+func (s *Stream) WriteDone() {
+	if !s.heldDone || s.err != nil {
+		return
+	}
+	s.heldDone = false
+	if sse.WriteEvent(s.w, []byte("[DONE]")) == nil {
 		s.flush()
 	}
 }

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
@@ -18,9 +19,11 @@ import (
 	"github.com/loom-runtime/loom/core/internal/testbin"
 	"github.com/loom-runtime/loom/core/pluginhost"
 	"github.com/loom-runtime/loom/core/router"
+	"github.com/loom-runtime/loom/core/seal"
 	"github.com/loom-runtime/loom/core/server"
 	"github.com/loom-runtime/loom/core/store"
 	"github.com/loom-runtime/loom/core/store/sqlite"
+	"github.com/loom-runtime/loom/core/trace"
 )
 
 type hostProviders struct{ h *pluginhost.Host }
@@ -58,7 +61,16 @@ func TestNoGoroutineLeakAfterDisconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer host.Close()
-	s := server.New(server.Options{Store: st, Auth: auth.New(st, auth.Options{}), Router: router.New(cfg), Providers: hostProviders{host}})
+	kr, err := seal.NewKeyring(bytes.Repeat([]byte{1}, 32), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := trace.Start(ctx, trace.Options{Store: st, Keyring: kr, SpoolDir: filepath.Join(t.TempDir(), "spool")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close(ctx)
+	s := server.New(server.Options{Store: st, Auth: auth.New(st, auth.Options{}), Router: router.New(cfg), Providers: hostProviders{host}, Recorder: rec})
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/loom-runtime/loom/core/relay"
 	"github.com/loom-runtime/loom/core/request"
 	"github.com/loom-runtime/loom/core/router"
+	"github.com/loom-runtime/loom/core/trace"
 	"github.com/loom-runtime/loom/sdk/provider"
 )
 
@@ -77,27 +79,27 @@ func badRequest(err error) error {
 
 // call is one proxied request on its way through the gateway.
 type call struct {
-	start     time.Time
 	principal auth.Principal
-	body      []byte
 	peek      request.Peeked
 	target    router.Target
 	provider  Provider
 	req       *provider.Request
+	cap       *capture
 }
 
-// prepare reads, checks and routes a request.
-func (s *Server) prepare(w http.ResponseWriter, r *http.Request, validate func(request.Peeked) error) (*call, error) {
-	c := &call{start: time.Now()}
+// prepare reads, checks and routes a request, recording what it learns.
+func (s *Server) prepare(w http.ResponseWriter, r *http.Request, tc *capture, validate func(request.Peeked) error) (*call, error) {
+	c := &call{cap: tc}
 	c.principal, _ = auth.FromContext(r.Context())
 	body, err := s.readBody(w, r)
 	if err != nil {
 		return nil, err
 	}
-	c.body = body
+	tc.rec.Request = body
 	if c.peek, err = request.Peek(body); err != nil {
 		return nil, badRequest(err)
 	}
+	tc.rec.RequestedModel, tc.rec.Stream = c.peek.Model, c.peek.Stream
 	if err := validate(c.peek); err != nil {
 		return nil, badRequest(err)
 	}
@@ -107,11 +109,16 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, validate func(r
 			Message: fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", c.peek.Model)}
 	}
 	c.target = target
+	tc.rec.UpstreamModel, tc.rec.ProviderInstance = target.Model, target.Provider
 	p, ok := s.o.Providers.Provider(target.Provider)
 	if !ok {
 		return nil, apierror.Internal(fmt.Errorf("route %q names provider %q, which is not running", target.Route, target.Provider))
 	}
 	c.provider = p
+	if info, ok := p.(interface{ Info() provider.Info }); ok {
+		i := info.Info()
+		tc.rec.PluginName, tc.rec.PluginVersion = i.Name, i.Version
+	}
 	if target.Model != c.peek.Model {
 		body = request.SetModel(body, c.peek, target.Model)
 	}
@@ -164,8 +171,8 @@ func failureError(c *call, f *provider.Failure) *apierror.Error {
 	}
 }
 
-func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) error {
-	c, err := s.prepare(w, r, request.Peeked.ValidateChat)
+func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, tc *capture) error {
+	c, err := s.prepare(w, r, tc, request.Peeked.ValidateChat)
 	if err != nil {
 		return err
 	}
@@ -176,11 +183,11 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return s.pluginError(r.Context(), c, err)
 	}
-	return s.writeUnary(w, c, resp)
+	return s.writeUnary(w, r, c, resp)
 }
 
-func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) error {
-	c, err := s.prepare(w, r, request.Peeked.ValidateEmbeddings)
+func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, tc *capture) error {
+	c, err := s.prepare(w, r, tc, request.Peeked.ValidateEmbeddings)
 	if err != nil {
 		return err
 	}
@@ -188,49 +195,92 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return s.pluginError(r.Context(), c, err)
 	}
-	return s.writeUnary(w, c, resp)
+	return s.writeUnary(w, r, c, resp)
+}
+
+// recordUpstream copies what the provider measured into the trace.
+func recordUpstream(rec *trace.Record, t provider.Timings, usage *provider.Usage, model string) {
+	rec.Upstream, rec.UpstreamTTFB = t.Total, t.FirstByte
+	if usage != nil {
+		u := *usage
+		rec.Usage = &u
+	}
+	if model != "" {
+		rec.ReportedModel = model
+	}
 }
 
 // writeUnary relays a non-stream answer as returned, with the time Loom
 // itself spent in x-loom-overhead-ms.
-func (s *Server) writeUnary(w http.ResponseWriter, c *call, resp *provider.Response) error {
+func (s *Server) writeUnary(w http.ResponseWriter, r *http.Request, c *call, resp *provider.Response) error {
+	rec := c.cap.rec
+	recordUpstream(rec, resp.Timings, resp.Usage, resp.Model)
 	if resp.Failure != nil {
 		return failureError(c, resp.Failure)
+	}
+	rec.Response = resp.Body
+	rec.HTTPStatus = resp.Status
+	rec.Status = trace.StatusOK
+	if resp.Status >= 400 {
+		rec.Status = trace.StatusUpstreamError
+		rec.Error = fmt.Sprintf("upstream answered %d", resp.Status)
 	}
 	h := w.Header()
 	relay.CopyHeaders(h, resp.Headers)
 	if h.Get("Content-Type") == "" {
 		h.Set("Content-Type", "application/json")
 	}
-	overhead := time.Since(c.start) - resp.Timings.Total
+	overhead := time.Since(rec.Start) - resp.Timings.Total
 	if overhead < 0 {
 		overhead = 0
 	}
 	h.Set("X-Loom-Overhead-Ms", strconv.FormatFloat(float64(overhead.Microseconds())/1000, 'f', 3, 64))
 	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	rec.TTFB = time.Since(rec.Start)
+	s.commit(c.cap, resp.Status) // sync durability: the answer waits for its trace
 	w.WriteHeader(resp.Status)
-	_, _ = w.Write(resp.Body)
+	if _, err := w.Write(resp.Body); err != nil {
+		s.log.Debug("client left while the answer was written", "request_id", rec.RequestID, "error", err)
+	}
 	return nil
 }
 
 // stream relays a streaming chat completion.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call) error {
+	rec := c.cap.rec
 	upstreamBody, err := request.ForceIncludeUsage(c.req.Body, c.peek)
 	if err != nil {
 		return badRequest(err)
 	}
 	c.req.Body = upstreamBody
 	out := relay.NewStream(w, c.peek.IncludeUsage, nil)
+	out.Tap = c.cap.tap
+	out.HoldDone = s.o.HoldDone
 	end, err := c.provider.ChatCompletionsStream(r.Context(), c.req, out)
+	if end != nil {
+		recordUpstream(rec, end.Timings, end.Usage, end.Model)
+	}
+	if !out.FirstByte.IsZero() {
+		rec.TTFB = out.FirstByte.Sub(rec.Start)
+	}
 	switch {
 	case r.Context().Err() != nil:
-		return nil // the client left; the upstream call was cancelled with it
+		// The client left (or Loom is shutting down); the upstream call was cancelled with it.
+		rec.Status, rec.HTTPStatus = s.disconnectStatus(), 499
+		if out.Committed() {
+			rec.HTTPStatus = out.Status()
+		}
+		rec.Error = "client closed the request before the stream ended"
+		s.commit(c.cap, rec.HTTPStatus)
+		return nil
 	case err != nil && !out.Committed():
 		return s.pluginError(r.Context(), c, err)
 	case err != nil:
 		s.log.Error("plugin failed mid-stream", "request_id", c.req.RequestID, "provider", c.target.Provider, "error", err)
 		e := s.pluginError(r.Context(), c, err).(*apierror.Error)
+		rec.Status, rec.HTTPStatus, rec.Error = trace.StatusPluginFailure, out.Status(), e.Message
 		out.Fail(e.Body())
+		s.commit(c.cap, out.Status())
 		return nil
 	case end == nil:
 		return apierror.Internal(errors.New("plugin returned neither an end nor an error"))
@@ -241,21 +291,37 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call) error {
 		if end.Failure != nil && out.Status() == 0 {
 			return failureError(c, end.Failure)
 		}
+		status := out.Status()
+		if status == 0 {
+			status = http.StatusBadGateway
+		}
+		rec.Status, rec.HTTPStatus, rec.Response = trace.StatusUpstreamError, status, end.Body
+		rec.Error = fmt.Sprintf("upstream answered %d", status)
 		h := w.Header()
 		relay.CopyHeaders(h, out.Headers())
 		if h.Get("Content-Type") == "" {
 			h.Set("Content-Type", "application/json")
 		}
-		status := out.Status()
-		if status == 0 {
-			status = http.StatusBadGateway
-		}
+		rec.TTFB = time.Since(rec.Start)
+		s.commit(c.cap, status)
 		w.WriteHeader(status)
 		_, _ = w.Write(end.Body)
 		return nil
 	}
-	if end.Failure != nil && end.Failure.Kind != provider.FailureCanceled {
-		out.Fail(failureError(c, end.Failure).Body())
+	rec.HTTPStatus = out.Status()
+	switch {
+	case end.Failure != nil && end.Failure.Kind != provider.FailureCanceled:
+		e := failureError(c, end.Failure)
+		rec.Status, rec.Error = trace.StatusStreamFailure, e.Message
+		out.Fail(e.Body())
+		s.commit(c.cap, rec.HTTPStatus)
+	case !out.SawDone():
+		rec.Status, rec.Error = trace.StatusStreamFailure, "the upstream stream ended without [DONE]"
+		s.commit(c.cap, rec.HTTPStatus)
+	default:
+		rec.Status = trace.StatusOK
+		s.commit(c.cap, rec.HTTPStatus)
+		out.WriteDone() // with sync durability, [DONE] waited for the trace
 	}
 	return nil
 }
@@ -293,7 +359,7 @@ func (m *modelsCache) get(ctx context.Context, p Provider) []provider.Model {
 }
 
 // listModels answers with the models this tenant's routes can reach.
-func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request, tc *capture) error {
 	p, _ := auth.FromContext(r.Context())
 	seen := map[string]bool{}
 	data := []model{}
@@ -320,8 +386,18 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	sort.Slice(data, func(i, j int) bool { return data[i].ID < data[j].ID })
-	return writeJSON(w, http.StatusOK, struct {
+	body, err := json.Marshal(struct {
 		Object string  `json:"object"`
 		Data   []model `json:"data"`
 	}{Object: "list", Data: data})
+	if err != nil {
+		return apierror.Internal(fmt.Errorf("encode model list: %w", err))
+	}
+	tc.rec.Status, tc.rec.Response = trace.StatusOK, body
+	tc.rec.TTFB = time.Since(tc.rec.Start)
+	s.commit(tc, http.StatusOK)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+	return nil
 }

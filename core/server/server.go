@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,6 +37,14 @@ type Options struct {
 	Logger    hclog.Logger
 	// MaxBodyBytes bounds request bodies (413 beyond). Default 10 MiB.
 	MaxBodyBytes int64
+	// Recorder takes every authenticated request's trace.
+	Recorder Recorder
+	// HoldDone (sync durability): a stream's final [DONE] waits for its trace.
+	HoldDone bool
+	// MaxTraceBodyBytes caps a captured stream (longer ones are flagged truncated).
+	MaxTraceBodyBytes int64
+	// ConfigHash identifies the loaded configuration in traces.
+	ConfigHash string
 	// ReadHeaderTimeout stops slow-header clients; IdleTimeout closes idle
 	// keep-alive connections. Neither limits a long response stream.
 	ReadHeaderTimeout time.Duration
@@ -51,6 +61,11 @@ type Server struct {
 	router  *mux.Router
 	handler http.Handler
 	models  *modelsCache
+
+	// inflight counts traced requests still running; forced is set when
+	// shutdown's deadline passed and remaining requests are being cut.
+	inflight sync.WaitGroup
+	forced   atomic.Bool
 }
 
 // New builds the routes.
@@ -71,11 +86,15 @@ func New(o Options) *Server {
 	v1.NotFoundHandler = r.NotFoundHandler
 	v1.MethodNotAllowedHandler = r.MethodNotAllowedHandler
 	v1.Use(s.authenticate)
-	s.route(v1, "/models", handle(s.listModels), http.MethodGet)
-	s.route(v1, "/chat/completions", handle(s.chatCompletions), http.MethodPost)
-	s.route(v1, "/embeddings", handle(s.embeddings), http.MethodPost)
-	// Unknown /v1 paths are answered after authentication, like OpenAI does.
-	v1.PathPrefix("/").Handler(handle(s.notFound))
+	s.v1Route(v1, "/models", "models", s.listModels, http.MethodGet)
+	s.v1Route(v1, "/chat/completions", "chat.completions", s.chatCompletions, http.MethodPost)
+	s.v1Route(v1, "/embeddings", "embeddings", s.embeddings, http.MethodPost)
+	// Unknown /v1 paths are answered after authentication, like OpenAI does,
+	// and traced like every authenticated request.
+	v1.PathPrefix("/").Handler(s.traced("", func(w http.ResponseWriter, r *http.Request, c *capture) error {
+		c.rec.Endpoint = r.URL.Path
+		return s.notFound(w, r)
+	}))
 	s.handler = s.requestID(s.accessLog(s.recover(r)))
 	return s
 }
@@ -87,6 +106,14 @@ func (s *Server) route(r *mux.Router, path string, h http.Handler, methods ...st
 	r.Handle(path, handle(s.methodNotAllowed))
 }
 
+// v1Route registers a traced /v1 endpoint, and a traced 405 for other methods.
+func (s *Server) v1Route(r *mux.Router, path, endpoint string, h tracedFunc, methods ...string) {
+	r.Handle(path, s.traced(endpoint, h)).Methods(methods...)
+	r.Handle(path, s.traced(endpoint, func(w http.ResponseWriter, r *http.Request, _ *capture) error {
+		return s.methodNotAllowed(w, r)
+	}))
+}
+
 // Handler returns the root handler: every request gets a request id, an
 // access log line and panic recovery, whether or not a route matches.
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -94,13 +121,17 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Serve answers on ln until ctx ends, then stops accepting and lets
 // in-flight requests finish for up to ShutdownTimeout.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hard, cut := context.WithCancel(context.WithoutCancel(ctx))
+	defer cut()
 	hs := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: s.o.ReadHeaderTimeout,
 		IdleTimeout:       s.o.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		// Request contexts live until the shutdown deadline, then are all
+		// cancelled: requests cut that way are traced as "shutdown".
+		BaseContext: func(net.Listener) context.Context { return hard },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -114,11 +145,25 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancel()
 	err := hs.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
-		s.log.Warn("shutdown deadline passed; closing remaining connections")
+		s.log.Warn("shutdown deadline passed; cutting the remaining requests")
+		s.forced.Store(true)
+		cut()
 		err = hs.Close()
 	}
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", serr)
+	}
+	// Close does not wait for handlers: wait for every traced request to
+	// hand its trace over, so the recorder flushes them all.
+	waited := make(chan struct{})
+	go func() { s.inflight.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		s.log.Error("requests still running 10s after shutdown was forced; their traces may be missing")
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, http.ErrServerClosed) {
+		err = nil
 	}
 	return err
 }

@@ -20,8 +20,10 @@ import (
 	"github.com/loom-runtime/loom/core/auth"
 	"github.com/loom-runtime/loom/core/config"
 	"github.com/loom-runtime/loom/core/router"
+	"github.com/loom-runtime/loom/core/seal"
 	"github.com/loom-runtime/loom/core/store"
 	"github.com/loom-runtime/loom/core/store/sqlite"
+	"github.com/loom-runtime/loom/core/trace"
 )
 
 // syncBuffer is a log sink safe for concurrent writes.
@@ -41,6 +43,21 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 type providerMap map[string]Provider
 
 func (m providerMap) Provider(name string) (Provider, bool) { p, ok := m[name]; return p, ok }
+
+// newRecorder is a real trace recorder on st.
+func newRecorder(t *testing.T, st *sqlite.Store) *trace.Recorder {
+	t.Helper()
+	kr, err := seal.NewKeyring(bytes.Repeat([]byte{1}, 32), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := trace.Start(context.Background(), trace.Options{Store: st, Keyring: kr, SpoolDir: filepath.Join(t.TempDir(), "spool")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rec.Close(context.Background()) })
+	return rec
+}
 
 type fixture struct {
 	srv  *httptest.Server
@@ -72,7 +89,7 @@ func newFixture(t *testing.T) *fixture {
 	logs := &syncBuffer{}
 	log := hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
 	s := New(Options{Store: st, Auth: auth.New(st, auth.Options{Logger: log}), Logger: log,
-		Router: router.New(&config.Config{}), Providers: providerMap{}})
+		Router: router.New(&config.Config{}), Providers: providerMap{}, Recorder: newRecorder(t, st)})
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return &fixture{srv: srv, st: st, key: key, logs: logs, s: s}

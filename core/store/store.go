@@ -90,4 +90,149 @@ type Store interface {
 	// TouchAPIKeys records last use for several keys at once (the auth layer
 	// batches these so the hot path never writes).
 	TouchAPIKeys(ctx context.Context, lastUsed map[string]time.Time) error
+
+	TraceStore
+}
+
+// TenantDeleted is the status of a tenant deleted with its keys shredded:
+// its traces stay (so history verifies) but can no longer be decrypted.
+const TenantDeleted TenantStatus = "deleted"
+
+// Sealed is one encrypted field of a trace: AES-256-GCM ciphertext (tag
+// included) under the tenant's data key of KeyVersion (stored per trace),
+// with its own random 96-bit nonce. A nil Ciphertext means the field is absent.
+type Sealed struct {
+	Nonce      []byte
+	Ciphertext []byte
+}
+
+// Trace is one request as recorded: insert-only, idempotent on ID.
+// Bodies are sealed; everything else is plaintext metadata for filtering.
+type Trace struct {
+	ID        string // UUIDv7, Loom's own (never a provider's id)
+	TenantID  string
+	RequestID string
+	// Endpoint is "chat.completions", "embeddings", "models" or the path of an unknown endpoint.
+	Endpoint         string
+	Stream           bool
+	RequestedModel   string
+	UpstreamModel    string
+	ProviderInstance string
+	PluginName       string
+	PluginVersion    string
+	// Status names the outcome: ok, upstream_error, upstream_timeout,
+	// upstream_unreachable, plugin_failure, client_disconnect,
+	// stream_failure, rejected, shutdown.
+	Status       string
+	HTTPStatus   int
+	ErrorMessage string
+
+	// KeyVersion is the tenant data-key version the bodies are sealed with.
+	KeyVersion int
+	// Request is the request body exactly as received.
+	Request Sealed
+	// Response is the response body as returned (non-stream), or the SSE
+	// stream as relayed to the client, byte for byte ("data: …\n\n" events).
+	Response Sealed
+	// Message is the assembled final message for display (stream only).
+	Message Sealed
+
+	// Token counts; nil when unknown.
+	PromptTokens       *int64
+	CompletionTokens   *int64
+	TotalTokens        *int64
+	CachedPromptTokens *int64
+	ReasoningTokens    *int64
+	// UsageSource is "provider", "estimated" or "none".
+	UsageSource string
+	// CostMicros is the cost in micro-dollars; nil when the model has no price.
+	CostMicros   *int64
+	PriceVersion string
+
+	// Latencies in microseconds. TTFB and upstream ones are nil when they did not happen.
+	LatencyUS      int64
+	TTFBUS         *int64
+	UpstreamUS     *int64
+	UpstreamTTFBUS *int64
+	OverheadUS     int64
+	ConfigHash     string
+	CreatedAt      time.Time
+
+	// Hash chain: each recorder instance chains its own traces.
+	ChainID  string
+	ChainSeq int64  // 1, 2, 3, … within the chain
+	PrevHash []byte // Hash of the previous trace of the chain; 32 zero bytes for the first
+	Hash     []byte // SHA-256 over PrevHash and the canonical encoding of this row
+}
+
+// TenantKey is one version of a tenant's data key, wrapped by the master key.
+type TenantKey struct {
+	TenantID  string
+	Version   int
+	Wrapped   []byte // AES-256-GCM ciphertext of the 32-byte data key
+	Nonce     []byte
+	CreatedAt time.Time
+}
+
+// Chain summarises one recorder's hash chain.
+type Chain struct {
+	ID        string
+	StartedAt time.Time
+	Host      string
+}
+
+// Tombstone records trace rows removed by retention, so chains that lost
+// their beginning still verify: the chain continues from LastHash.
+type Tombstone struct {
+	ID        string
+	Partition string // what was dropped (PostgreSQL partition name, or a month on SQLite)
+	ChainID   string
+	Rows      int64
+	FirstSeq  int64
+	LastSeq   int64
+	LastHash  []byte
+	CreatedAt time.Time
+}
+
+// TraceStore is the append-only history. Every read of trace content is
+// scoped by tenant, except the chain walk used by verification, which reads
+// ciphertext and metadata only.
+type TraceStore interface {
+	// InsertTraces writes a batch in one transaction; rows whose ID exists
+	// are skipped (a replay cannot duplicate). Returns how many were new.
+	InsertTraces(ctx context.Context, traces []Trace) (int, error)
+	// StartChain records a new recorder chain.
+	StartChain(ctx context.Context, c Chain) error
+	// Chains lists every chain, oldest first.
+	Chains(ctx context.Context) ([]Chain, error)
+	// ChainTraces returns up to limit traces of a chain with ChainSeq > afterSeq, in order.
+	ChainTraces(ctx context.Context, chainID string, afterSeq int64, limit int) ([]Trace, error)
+	// Trace returns one trace of the tenant; ErrNotFound for another tenant's id.
+	Trace(ctx context.Context, tenantID, id string) (Trace, error)
+	// CountTraces counts the tenant's traces.
+	CountTraces(ctx context.Context, tenantID string) (int64, error)
+	// TraceIDs lists the tenant's trace ids, oldest first (for tests and audits).
+	TraceIDs(ctx context.Context, tenantID string) ([]string, error)
+
+	// AddTenantKey stores a new key version; ErrConflict if that version exists.
+	AddTenantKey(ctx context.Context, k TenantKey) error
+	// TenantKeys returns the tenant's key versions, oldest first.
+	TenantKeys(ctx context.Context, tenantID string) ([]TenantKey, error)
+	// AllTenantKeys returns every tenant's key versions.
+	AllTenantKeys(ctx context.Context) ([]TenantKey, error)
+	// RewrapTenantKeys replaces Wrapped and Nonce of the given (tenant, version)
+	// rows in one transaction (master key rotation).
+	RewrapTenantKeys(ctx context.Context, keys []TenantKey) error
+	// ShredTenant deletes every key version of the tenant and marks it
+	// deleted, in one transaction. Its traces stay, unreadable.
+	ShredTenant(ctx context.Context, tenantID string) error
+
+	// EnsurePartitions creates the trace partitions for the months up to
+	// `ahead` after now (PostgreSQL; a no-op on SQLite).
+	EnsurePartitions(ctx context.Context, now time.Time, ahead int) error
+	// ApplyRetention removes every trace created before `before`, whole
+	// months at a time, writing a tombstone per (partition, chain) first.
+	ApplyRetention(ctx context.Context, before time.Time) ([]Tombstone, error)
+	// Tombstones lists the tombstones, oldest first.
+	Tombstones(ctx context.Context) ([]Tombstone, error)
 }

@@ -80,7 +80,7 @@ func (c *cli) migrate(ctx context.Context, args []string) error {
 
 func (c *cli) tenant(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usagef("tenant needs a subcommand: create, list, disable, enable")
+		return usagef("tenant needs a subcommand: create, list, disable, enable, delete")
 	}
 	sub, args := args[0], args[1:]
 	f := c.newFlags("tenant " + sub)
@@ -140,6 +140,8 @@ func (c *cli) tenant(ctx context.Context, args []string) error {
 			fmt.Fprintf(c.stdout, "tenant %s is %s (running gateways notice within the auth cache TTL)\n", t.Name, status)
 			return nil
 		})
+	case "delete":
+		return c.deleteTenant(ctx, f, args)
 	default:
 		return usagef("unknown tenant subcommand %q", sub)
 	}

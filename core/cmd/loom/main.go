@@ -55,9 +55,14 @@ Commands:
   tenant list                           list tenants
   tenant disable NAME                   stop a tenant's keys from working
   tenant enable NAME                    let a disabled tenant's keys work again
+  tenant delete NAME --shred            destroy the tenant's data keys: its traces become unreadable
   key create --tenant NAME [--label L]  create an API key (printed once, on the last line)
   key list --tenant NAME                list a tenant's keys
   key revoke ID                         revoke a key
+  keys rotate --tenant NAME             new data-key version for the tenant's new traces
+  keys rotate-master                    rewrap every data key: old key in LOOM_OLD_MASTER_KEY, new in LOOM_MASTER_KEY
+  verify [--tenant NAME]                walk the traces' hash chains and report any break
+  retention apply --older-than AGE      remove whole months of traces older than AGE (90d, 12mo, 2y)
   version                               print the version
 
 Every command but version takes --config FILE (default: loom.hcl, or $LOOM_CONFIG).
@@ -79,6 +84,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookup en
 		err = c.tenant(ctx, rest)
 	case "key":
 		err = c.key(ctx, rest)
+	case "keys":
+		err = c.keys(ctx, rest)
+	case "verify":
+		err = c.verify(ctx, rest)
+	case "retention":
+		err = c.retention(ctx, rest)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "loom %s\n", version)
 	case "help", "--help", "-h":
@@ -97,6 +108,8 @@ func (c *cli) exit(err error) int {
 		return exitOK
 	case errors.Is(err, flag.ErrHelp):
 		return exitUsage
+	case errors.Is(err, errVerifyFailed):
+		return exitError
 	case errors.As(err, &ue):
 		fmt.Fprintf(c.stderr, "loom: %s\n\n%s", ue.msg, usage)
 		return exitUsage

@@ -11,8 +11,12 @@ import (
 	"github.com/loom-runtime/loom/core/auth"
 	"github.com/loom-runtime/loom/core/config"
 	"github.com/loom-runtime/loom/core/pluginhost"
+	"github.com/loom-runtime/loom/core/pricing"
 	"github.com/loom-runtime/loom/core/router"
+	"github.com/loom-runtime/loom/core/seal"
 	"github.com/loom-runtime/loom/core/server"
+	"github.com/loom-runtime/loom/core/store"
+	"github.com/loom-runtime/loom/core/trace"
 )
 
 func (c *cli) serve(ctx context.Context, args []string) error {
@@ -31,7 +35,10 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	_ = masterKey // sealing of trace bodies arrives with the tracing work; the key is validated now
+	catalog, err := pricing.New(cfg.Pricing)
+	if err != nil {
+		return fmt.Errorf("price catalog: %w", err)
+	}
 
 	st, err := c.openStore(ctx, cfg, log)
 	if err != nil {
@@ -43,6 +50,38 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	if err := c.bootstrapDevTenant(ctx, cfg, st, log); err != nil {
 		return err
 	}
+	keyring, err := seal.NewKeyring(masterKey, st)
+	if err != nil {
+		return err
+	}
+	if err := preloadKeys(ctx, st, keyring); err != nil {
+		return err
+	}
+	rec, err := trace.Start(ctx, trace.Options{
+		Store:         st,
+		Keyring:       keyring,
+		Pricing:       catalog,
+		Logger:        log.Named("trace"),
+		SpoolDir:      cfg.Trace.SpoolDir,
+		SpoolMaxBytes: cfg.Trace.SpoolMaxBytes,
+		QueueSize:     cfg.Trace.QueueSize,
+		BatchSize:     cfg.Trace.BatchSize,
+		BatchInterval: cfg.Trace.BatchInterval,
+		Durability:    cfg.Trace.Durability,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// After the server has stopped: every request has handed its trace over.
+		fctx, cancel := context.WithTimeout(context.Background(), cfg.Trace.ShutdownTimeout)
+		defer cancel()
+		if err := rec.Close(fctx); err != nil {
+			log.Error("traces not flushed at shutdown", "error", err)
+		} else {
+			log.Info("traces flushed", "chain", rec.ChainID())
+		}
+	}()
 
 	host, err := pluginhost.Start(ctx, cfg.Providers, pluginhost.Options{
 		PluginsDir: cfg.PluginsDir,
@@ -75,6 +114,10 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		Router:            router.New(cfg),
 		Providers:         hostProviders{host},
 		MaxBodyBytes:      cfg.Server.MaxBodyBytes,
+		Recorder:          rec,
+		HoldDone:          cfg.Trace.Durability == trace.Sync,
+		MaxTraceBodyBytes: cfg.Trace.MaxBodyBytes,
+		ConfigHash:        cfg.Hash,
 		Logger:            log.Named("http"),
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
 		IdleTimeout:       cfg.Server.IdleTimeout,
@@ -130,4 +173,23 @@ func (p hostProviders) Provider(name string) (server.Provider, bool) {
 		return nil, false
 	}
 	return inst, true
+}
+
+// preloadKeys unwraps every active tenant's current data key (creating the
+// first one where missing), so traces can still be sealed and spooled if
+// the store goes away later.
+func preloadKeys(ctx context.Context, st store.Store, kr *seal.Keyring) error {
+	tenants, err := st.ListTenants(ctx)
+	if err != nil {
+		return fmt.Errorf("preload tenant keys: %w", err)
+	}
+	for _, t := range tenants {
+		if t.Status != store.TenantActive {
+			continue
+		}
+		if _, err := kr.Current(ctx, t.ID); err != nil {
+			return fmt.Errorf("tenant %s: data key: %w", t.Name, err)
+		}
+	}
+	return nil
 }

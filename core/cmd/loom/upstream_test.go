@@ -22,6 +22,7 @@ import (
 //	slow          answers after 1.5s (or when the request is cancelled)
 //	hang          never answers until the request is cancelled
 //	cut           streams two events, then drops the connection
+//	slowstream    streams 20 events 100ms apart
 //	anything else a normal answer (stream or not)
 type mockUpstream struct {
 	*httptest.Server
@@ -169,7 +170,11 @@ func streamEvents(model string, includeUsage bool, words int) []string {
 func (m *mockUpstream) stream(w http.ResponseWriter, r *http.Request, req upstreamRequest, model string) {
 	opts, _ := req.Body["stream_options"].(map[string]any)
 	includeUsage, _ := opts["include_usage"].(bool)
-	events := streamEvents(model, includeUsage, 5)
+	words, gap := 5, 2*time.Millisecond
+	if model == "slowstream" {
+		words, gap = 20, 100*time.Millisecond
+	}
+	events := streamEvents(model, includeUsage, words)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.WriteHeader(http.StatusOK)
 	flusher := w.(http.Flusher)
@@ -199,7 +204,7 @@ func (m *mockUpstream) stream(w http.ResponseWriter, r *http.Request, req upstre
 		case <-r.Context().Done():
 			m.markCanceled(req.RequestID)
 			return
-		case <-time.After(2 * time.Millisecond):
+		case <-time.After(gap):
 		}
 	}
 }

@@ -83,7 +83,8 @@ func (s *Store) Ping(ctx context.Context) error {
 // Migrate applies the embedded PostgreSQL migrations not yet recorded in
 // schema_migrations. It takes the MigrationLockID advisory lock inside the
 // transaction that reads schema_migrations and applies the missing files, so
-// concurrent callers queue and the later ones find nothing to do.
+// concurrent callers queue and the later ones find nothing to do. Then it
+// runs EnsurePartitions(now, MigratePartitionsAhead).
 func (s *Store) Migrate(ctx context.Context) error {
 	ms, err := schema.Migrations(schema.Postgres)
 	if err != nil {
@@ -140,6 +141,11 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	for _, m := range done {
 		s.log.Info("applied migration", "version", m.Version, "name", m.Name)
+	}
+	// Partitions for the coming months, so that a fresh database takes
+	// traces at once and a restarted one has the next months ready.
+	if err := s.EnsurePartitions(ctx, time.Now(), MigratePartitionsAhead); err != nil {
+		return fmt.Errorf("migrate: %w", err)
 	}
 	var unknown []int
 	for v := range applied {

@@ -128,9 +128,9 @@ func TestSchemaConstraints(t *testing.T) {
 	if err == nil {
 		t.Error("a 1-byte hash was accepted")
 	}
-	_, err = s.pool.Exec(t.Context(), `UPDATE tenants SET status = 'deleted'`)
+	_, err = s.pool.Exec(t.Context(), `UPDATE tenants SET status = 'purged'`)
 	if err == nil {
-		t.Error("status 'deleted' was accepted")
+		t.Error("status 'purged' was accepted")
 	}
 	k, err := s.CreateAPIKey(t.Context(), store.APIKey{TenantID: tn.ID, Prefix: "p", Hash: [32]byte{1}})
 	if err != nil {
@@ -144,4 +144,16 @@ func TestSchemaConstraints(t *testing.T) {
 	if _, err := s.KeyByHash(t.Context(), k.Hash); err != nil {
 		t.Errorf("key gone: %v", err)
 	}
+}
+
+func BenchmarkInsertTraces(b *testing.B) {
+	s, err := Open(b.Context(), testpg.DSN(b), 8, hclog.NewNullLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	storetest.BenchmarkInsertTraces(b, s)
 }

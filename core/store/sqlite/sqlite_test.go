@@ -192,3 +192,15 @@ func TestOpenEmptyPath(t *testing.T) {
 		t.Fatal("Open(\"\"): want error")
 	}
 }
+
+func BenchmarkInsertTraces(b *testing.B) {
+	s, err := Open(b.Context(), filepath.Join(b.TempDir(), "loom.db"), hclog.NewNullLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	storetest.BenchmarkInsertTraces(b, s)
+}

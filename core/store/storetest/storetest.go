@@ -19,7 +19,8 @@ import (
 
 // Run runs the conformance suite. open must return a fresh, migrated, empty
 // store for each call and arrange for it to be closed (t.Cleanup); it is
-// called from parallel subtests.
+// called from parallel subtests. The store must also implement Execer,
+// Tamperer and Dialecter (the trace tests use them to go behind its back).
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	tests := []struct {
 		name string
@@ -54,7 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentDuplicateTenant", testConcurrentDuplicate},
 	}
-	for _, tc := range tests {
+	for _, tc := range append(tests, traceTests...) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := open(t)

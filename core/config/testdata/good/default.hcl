@@ -31,6 +31,35 @@ log {
   format = "text"
 }
 
+# Every request is recorded as a trace. Traces are queued and written to the
+# store in batches; while the store is down, batches wait in the spool.
+trace {
+  durability       = "async"        # or "sync": a response completes only once its trace is durable
+  spool_dir        = ".loom/spool"  # where batches wait while the store is down
+  spool_max_bytes  = 1073741824     # beyond this Loom answers 503 rather than serve untraced traffic
+  queue_size       = 10000          # traces waiting for the writer
+  batch_size       = 500            # traces per store transaction, at most
+  batch_interval   = "50ms"         # a batch is written at least this often
+  max_body_bytes   = 8388608        # a longer captured body is truncated in the trace (and flagged)
+  shutdown_timeout = "10s"          # how long flushing may take at shutdown
+}
+
+# Costs come from the price catalog built into Loom (OpenAI's list prices, in
+# US dollars per 1M tokens). A pricing block adds models or replaces their
+# prices; traces then name the catalog version as "<version>+local.<hash>".
+# pricing {
+#   model "gpt-4o" {
+#     input        = "2.50"
+#     output       = "10.00"
+#     cached_input = "1.25"         # optional: cached prompt tokens, else at input
+#     effective    = "2024-10-01"   # optional: from this day (UTC); else always
+#   }
+#   model "azure/my-deployment" {   # a model or deployment the catalog lacks
+#     input  = "0.15"
+#     output = "0.60"
+#   }
+# }
+
 # Development conveniences. Remove this block in production and set
 # LOOM_MASTER_KEY (32 bytes, base64 or hex) and LOOM_ADMIN_TOKEN instead.
 dev {

@@ -1,0 +1,152 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/loom-runtime/loom/core/apierror"
+	"github.com/loom-runtime/loom/core/auth"
+	"github.com/loom-runtime/loom/core/trace"
+	"github.com/loom-runtime/loom/sdk/sse"
+)
+
+// Recorder takes the traces of served requests (trace.Recorder).
+type Recorder interface {
+	// Admit reserves room for a trace; false means Loom cannot trace more
+	// right now and must refuse the request.
+	Admit() bool
+	// Submit hands a finished record over without blocking.
+	Submit(rec *trace.Record)
+}
+
+// capture is the trace of one request, filled in as the request goes.
+type capture struct {
+	rec       *trace.Record
+	maxBody   int64
+	submitted bool
+}
+
+// tap records one relayed SSE event, as written to the client, up to the
+// capture limit.
+func (c *capture) tap(data []byte) {
+	if c.rec.ResponseTruncated {
+		return
+	}
+	if c.maxBody > 0 && int64(len(c.rec.Response)+len(data)+8) > c.maxBody {
+		c.rec.ResponseTruncated = true
+		return
+	}
+	c.rec.Response = sse.AppendEvent(c.rec.Response, data)
+}
+
+// tracedFunc is a /v1 handler that fills in its request's capture.
+type tracedFunc func(w http.ResponseWriter, r *http.Request, c *capture) error
+
+// traced runs a /v1 handler so that every authenticated request yields
+// exactly one trace, whatever happens to it. The handler either commits
+// the trace itself right before its final write (so sync durability can
+// hold the response), or returns an error, which is traced, then written.
+func (s *Server) traced(endpoint string, h tracedFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		if !s.o.Recorder.Admit() {
+			err := &apierror.Error{Status: http.StatusServiceUnavailable, Type: apierror.TypeServer, Code: "trace_capacity_exhausted",
+				Message: "Loom cannot record more traces right now (its store is unreachable and its spool is full), so it is not serving requests; retry shortly."}
+			s.writeError(w, err)
+			return
+		}
+		s.inflight.Add(1)
+		defer s.inflight.Done()
+		p, _ := auth.FromContext(r.Context())
+		id, err := uuid.NewV7()
+		if err != nil {
+			id = uuid.New()
+		}
+		c := &capture{maxBody: s.o.MaxTraceBodyBytes, rec: &trace.Record{
+			ID: id.String(), TenantID: p.TenantID, RequestID: RequestID(r.Context()), Endpoint: endpoint,
+			Start: start, ConfigHash: s.o.ConfigHash,
+		}}
+		err = h(w, r, c)
+		if c.submitted {
+			return
+		}
+		if err == nil {
+			err = apierror.Internal(errors.New("handler returned without recording its trace"))
+		}
+		e := s.traceError(r.Context(), c, err)
+		s.commit(c, e.Status)
+		if r.Context().Err() == nil {
+			s.writeError(w, e)
+		}
+	})
+}
+
+// traceError fills the capture from a failed request and returns what the client gets.
+func (s *Server) traceError(ctx context.Context, c *capture, err error) *apierror.Error {
+	rec := c.rec
+	if ctx.Err() != nil {
+		rec.Status = s.disconnectStatus()
+		rec.HTTPStatus = 499
+		rec.Error = "client closed the request before the answer was complete"
+		return apierror.New(499, apierror.TypeInvalidRequest, "client_closed_request", rec.Error)
+	}
+	e := apierror.As(err)
+	rec.HTTPStatus, rec.Error = e.Status, e.Message
+	rec.Response = e.Body()
+	switch e.Code {
+	case "upstream_timeout":
+		rec.Status = trace.StatusUpstreamTimeout
+	case "upstream_unreachable":
+		rec.Status = trace.StatusUpstreamUnreachable
+	case "upstream_bad_response":
+		rec.Status = trace.StatusUpstreamError
+	case "plugin_failed":
+		rec.Status = trace.StatusPluginFailure
+	default:
+		if e.Status >= 500 {
+			rec.Status = trace.StatusInternalError
+		} else {
+			rec.Status = trace.StatusRejected
+		}
+	}
+	return e
+}
+
+// disconnectStatus names a request cut short: by the client, or by Loom
+// shutting down (which cancels every request still running at its deadline).
+func (s *Server) disconnectStatus() string {
+	if s.forced.Load() {
+		return trace.StatusShutdown
+	}
+	return trace.StatusClientDisconnect
+}
+
+// commit hands the finished trace to the recorder; with sync durability it
+// waits until the trace is durable, before the response completes.
+func (s *Server) commit(c *capture, status int) {
+	if c.submitted {
+		return
+	}
+	c.submitted = true
+	rec := c.rec
+	if rec.HTTPStatus == 0 {
+		rec.HTTPStatus = status
+	}
+	rec.End = time.Now()
+	s.o.Recorder.Submit(rec)
+	if err := rec.Durable(); err != nil {
+		s.log.Error("trace not durable", "trace_id", rec.ID, "error", err)
+	}
+}
+
+// writeError sends an error to the client (the access log sees it too).
+func (s *Server) writeError(w http.ResponseWriter, err error) {
+	e := apierror.Write(w, err)
+	if rec, ok := w.(*recorder); ok {
+		rec.err = e
+	}
+}

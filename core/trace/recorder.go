@@ -1,0 +1,454 @@
+package trace
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/loom-runtime/loom/core/pricing"
+	"github.com/loom-runtime/loom/core/seal"
+	"github.com/loom-runtime/loom/core/store"
+	"github.com/loom-runtime/loom/core/tokens"
+)
+
+// Durability modes.
+const (
+	Async = "async" // a response does not wait for its trace
+	Sync  = "sync"  // a response completes only once its trace is durable
+)
+
+// Options configure a Recorder.
+type Options struct {
+	Store    store.Store
+	Keyring  *seal.Keyring
+	Pricing  *pricing.Catalog
+	Logger   hclog.Logger
+	SpoolDir string
+	// SpoolMaxBytes bounds the spool; beyond it Admit refuses new requests.
+	SpoolMaxBytes int64
+	// QueueSize bounds the traces admitted but not yet durable.
+	QueueSize     int
+	BatchSize     int
+	BatchInterval time.Duration
+	Durability    string
+	// StoreTimeout bounds one batch write before it goes to the spool. Default 5s.
+	StoreTimeout time.Duration
+	// ReplayInterval is how often the spool is retried. Default 500ms.
+	ReplayInterval time.Duration
+	Now            func() time.Time
+}
+
+// Stats are the recorder's counters.
+type Stats struct {
+	Written    int64 // traces written to the store (directly or by replay)
+	Spooled    int64 // traces written to the spool
+	Failed     int64 // batch writes that failed (store and spool)
+	QueueDepth int64 // traces admitted and not yet durable
+	SpoolBytes int64
+}
+
+// Recorder seals, prices and chains traces and writes them in batches. The
+// request path never blocks on it: Admit reserves room for a trace before
+// the request is served (so a trace always has a place to go), and Submit
+// hands the finished record over.
+type Recorder struct {
+	o     Options
+	log   hclog.Logger
+	spool *spool
+	queue chan *Record
+	slots atomic.Int64
+
+	chainID string
+	seq     int64
+	prev    []byte
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+
+	written, spooled, failed atomic.Int64
+}
+
+// Start opens the spool, starts a new hash chain and the writer and
+// replayer goroutines. Spool files left by an earlier run are replayed.
+func Start(ctx context.Context, o Options) (*Recorder, error) {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = 10000
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	if o.BatchInterval <= 0 {
+		o.BatchInterval = 50 * time.Millisecond
+	}
+	if o.StoreTimeout <= 0 {
+		o.StoreTimeout = 5 * time.Second
+	}
+	if o.ReplayInterval <= 0 {
+		o.ReplayInterval = 500 * time.Millisecond
+	}
+	if o.Durability == "" {
+		o.Durability = Async
+	}
+	sp, err := openSpool(o.SpoolDir, o.SpoolMaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	if err := o.Store.StartChain(ctx, store.Chain{ID: id.String(), StartedAt: o.Now().UTC().Truncate(time.Microsecond), Host: host}); err != nil {
+		return nil, fmt.Errorf("start trace chain: %w", err)
+	}
+	r := &Recorder{
+		o: o, log: o.Logger, spool: sp,
+		queue:   make(chan *Record, o.QueueSize),
+		chainID: id.String(), prev: ZeroHash,
+		stop: make(chan struct{}),
+	}
+	r.wg.Add(2)
+	go func() { defer r.wg.Done(); r.write() }()
+	go func() { defer r.wg.Done(); r.replay() }()
+	r.log.Info("trace recorder started", "chain", r.chainID, "durability", o.Durability, "spooled_bytes", sp.bytes.Load())
+	return r, nil
+}
+
+// ChainID identifies this recorder's hash chain.
+func (r *Recorder) ChainID() string { return r.chainID }
+
+// Admit reserves room for one trace. It fails when the queue is full or the
+// spool has reached its limit: the caller must then refuse the request
+// (503) rather than serve traffic it cannot trace.
+func (r *Recorder) Admit() bool {
+	if r.spool.full() {
+		return false
+	}
+	if r.slots.Add(1) > int64(r.o.QueueSize) {
+		r.slots.Add(-1)
+		return false
+	}
+	return true
+}
+
+// Submit hands over the finished record of an admitted request. It never
+// blocks. In sync durability the caller then waits with rec.Durable().
+func (r *Recorder) Submit(rec *Record) {
+	if r.o.Durability == Sync {
+		rec.done = make(chan struct{})
+	}
+	r.queue <- rec // cannot block: Admit reserved a slot in the buffered queue
+}
+
+// Stats returns the counters.
+func (r *Recorder) Stats() Stats {
+	return Stats{Written: r.written.Load(), Spooled: r.spooled.Load(), Failed: r.failed.Load(),
+		QueueDepth: r.slots.Load(), SpoolBytes: r.spool.bytes.Load()}
+}
+
+// Close stops taking traces, writes every queued one to the store or the
+// spool, and stops the goroutines. ctx bounds the flush.
+func (r *Recorder) Close(ctx context.Context) error {
+	r.stopOnce.Do(func() { close(r.stop) })
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("trace recorder: flush did not finish: %d traces not durable", r.slots.Load())
+	}
+	if n := r.slots.Load(); n > 0 {
+		return fmt.Errorf("trace recorder: %d traces could not be written to the store or the spool", n)
+	}
+	return nil
+}
+
+// item is a record on its way to durability.
+type item struct {
+	rec *Record
+	row store.Trace
+}
+
+// write is the single writer: it batches, finalises and writes.
+func (r *Recorder) write() {
+	t := time.NewTicker(r.o.BatchInterval)
+	defer t.Stop()
+	var waiting []*Record // received, not yet finalised (e.g. key not available)
+	var unwritten []item  // finalised rows not yet durable
+	flush := func() {
+		var still []*Record
+		for _, rec := range waiting {
+			row, err := r.finalize(rec)
+			if err != nil {
+				r.log.Warn("cannot seal trace yet; will retry", "trace_id", rec.ID, "error", err)
+				still = append(still, rec)
+				continue
+			}
+			unwritten = append(unwritten, item{rec: rec, row: row})
+		}
+		waiting = still
+		for len(unwritten) > 0 {
+			n := min(len(unwritten), r.o.BatchSize)
+			if err := r.persist(unwritten[:n]); err != nil {
+				r.failed.Add(1)
+				r.log.Error("traces could not be written to the store or the spool; holding them in memory", "traces", len(unwritten), "error", err)
+				return
+			}
+			unwritten = unwritten[n:]
+		}
+	}
+	for {
+		select {
+		case rec := <-r.queue:
+			waiting = append(waiting, rec)
+			if len(waiting) < r.o.BatchSize {
+				continue
+			}
+		case <-t.C:
+		case <-r.stop:
+		drain:
+			for {
+				select {
+				case rec := <-r.queue:
+					waiting = append(waiting, rec)
+				default:
+					break drain
+				}
+			}
+			flush()
+			return
+		}
+		if len(waiting) > 0 || len(unwritten) > 0 {
+			flush()
+		}
+	}
+}
+
+// persist writes one batch to the store, or to the spool when the store
+// fails or older spooled batches are still waiting, then releases it.
+func (r *Recorder) persist(batch []item) error {
+	rows := make([]store.Trace, len(batch))
+	for i := range batch {
+		rows[i] = batch[i].row
+	}
+	var err error
+	toStore := !r.spoolPending()
+	if toStore {
+		ctx, cancel := context.WithTimeout(context.Background(), r.o.StoreTimeout)
+		_, err = r.o.Store.InsertTraces(ctx, rows)
+		cancel()
+		if err == nil {
+			r.written.Add(int64(len(rows)))
+		} else {
+			r.log.Warn("store rejected a trace batch; spooling it", "traces", len(rows), "error", err)
+		}
+	}
+	if !toStore || err != nil {
+		if err = r.spool.append(rows); err != nil {
+			return err
+		}
+		r.spooled.Add(int64(len(rows)))
+	}
+	for _, it := range batch {
+		if it.rec.done != nil {
+			close(it.rec.done)
+		}
+	}
+	r.slots.Add(-int64(len(batch)))
+	return nil
+}
+
+func (r *Recorder) spoolPending() bool { return r.spool.bytes.Load() > 0 }
+
+// replay writes spooled batches to the store, oldest first, until the spool
+// is empty; it keeps trying while the store is down.
+func (r *Recorder) replay() {
+	t := time.NewTicker(r.o.ReplayInterval)
+	defer t.Stop()
+	for {
+		r.replayOnce()
+		select {
+		case <-r.stop:
+			r.replayOnce() // a last attempt, so a clean shutdown leaves the spool empty when it can
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Recorder) replayOnce() {
+	if !r.spoolPending() {
+		return
+	}
+	files, err := r.spool.files()
+	if err != nil {
+		r.log.Error("cannot list the spool", "error", err)
+		return
+	}
+	for _, f := range files {
+		rows, err := r.spool.read(f)
+		if err != nil {
+			r.log.Error("spool file is unreadable; moved to spool/corrupt for an operator", "file", f, "error", err)
+			r.spool.quarantine(f)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), r.o.StoreTimeout)
+		_, err = r.o.Store.InsertTraces(ctx, rows)
+		cancel()
+		if err != nil {
+			return // still down; the next tick tries again
+		}
+		r.written.Add(int64(len(rows)))
+		if err := r.spool.remove(f); err != nil {
+			r.log.Error("cannot remove a replayed spool file (replaying it again is harmless)", "file", f, "error", err)
+			return
+		}
+		r.log.Info("replayed spooled traces", "file", f, "traces", len(rows))
+	}
+}
+
+// finalize turns a record into its sealed, priced, chained row.
+func (r *Recorder) finalize(rec *Record) (store.Trace, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.o.StoreTimeout)
+	defer cancel()
+	key, err := r.o.Keyring.Current(ctx, rec.TenantID)
+	shredded := errors.Is(err, seal.ErrShredded)
+	if err != nil && !shredded {
+		return store.Trace{}, err
+	}
+	if shredded {
+		// The tenant was deleted while this request ran: keep the trace
+		// (exactly one per request), but no body can be sealed any more.
+		rec.Request, rec.Response, rec.Message = nil, nil, nil
+		rec.Error = strings.TrimSpace(rec.Error + " (tenant deleted: bodies discarded)")
+	}
+	t := store.Trace{
+		ID: rec.ID, TenantID: rec.TenantID, RequestID: rec.RequestID, Endpoint: rec.Endpoint, Stream: rec.Stream,
+		RequestedModel: rec.RequestedModel, UpstreamModel: rec.UpstreamModel, ProviderInstance: rec.ProviderInstance,
+		PluginName: rec.PluginName, PluginVersion: rec.PluginVersion, Status: rec.Status, HTTPStatus: rec.HTTPStatus,
+		ErrorMessage: rec.Error, ConfigHash: rec.ConfigHash,
+		CreatedAt: rec.Start.UTC().Truncate(time.Microsecond),
+	}
+	// Usage: the provider's, else an estimate with the model's BPE tokenizer.
+	completion := rec.Completion
+	if rec.Stream && len(rec.Response) > 0 && rec.Message == nil {
+		rec.Message, completion = Assemble(rec.Response, rec.ResponseTruncated)
+	}
+	model := rec.ReportedModel
+	if model == "" {
+		model = rec.UpstreamModel
+	}
+	t.UsageSource = UsageNone
+	switch {
+	case rec.Usage != nil:
+		u := rec.Usage
+		t.UsageSource = UsageProvider
+		t.PromptTokens, t.CompletionTokens, t.TotalTokens = ptr(u.PromptTokens), ptr(u.CompletionTokens), ptr(u.TotalTokens)
+		t.CachedPromptTokens, t.ReasoningTokens = ptr(u.CachedPromptTokens), ptr(u.ReasoningTokens)
+	case rec.Endpoint == "chat.completions" && (rec.Upstream > 0 || len(rec.Response) > 0) && rec.Status != StatusRejected:
+		if !rec.Stream && completion == "" {
+			completion = completionText(rec.Response)
+		}
+		if p, err := tokens.EstimatePrompt(model, rec.Request); err == nil {
+			c := tokens.EstimateCompletion(model, completion)
+			t.UsageSource = UsageEstimated
+			t.PromptTokens, t.CompletionTokens, t.TotalTokens = ptr(p), ptr(c), ptr(p+c)
+		}
+	}
+	if t.PromptTokens != nil && r.o.Pricing != nil {
+		u := pricing.Usage{PromptTokens: *t.PromptTokens, CompletionTokens: *t.CompletionTokens}
+		if t.CachedPromptTokens != nil {
+			u.CachedPromptTokens = *t.CachedPromptTokens
+		}
+		if cost, ok := r.o.Pricing.Cost(model, t.CreatedAt, u); ok {
+			t.CostMicros = &cost
+		}
+		t.PriceVersion = r.o.Pricing.Version()
+	}
+	// Latencies, in microseconds.
+	t.LatencyUS = rec.End.Sub(rec.Start).Microseconds()
+	if rec.TTFB > 0 {
+		t.TTFBUS = ptr(rec.TTFB.Microseconds())
+	}
+	t.OverheadUS = t.LatencyUS
+	if rec.Upstream > 0 {
+		t.UpstreamUS = ptr(rec.Upstream.Microseconds())
+		t.OverheadUS = max(0, t.LatencyUS-*t.UpstreamUS)
+	}
+	if rec.UpstreamTTFB > 0 {
+		t.UpstreamTTFBUS = ptr(rec.UpstreamTTFB.Microseconds())
+	}
+	// Bodies, sealed under the tenant's current key.
+	if !shredded {
+		t.KeyVersion = key.Version()
+		sealField := func(field string, b []byte) (store.Sealed, error) {
+			if b == nil {
+				return store.Sealed{}, nil
+			}
+			return key.Seal(t.ID, field, b)
+		}
+		if t.Request, err = sealField(seal.FieldRequest, rec.Request); err != nil {
+			return store.Trace{}, err
+		}
+		if t.Response, err = sealField(seal.FieldResponse, rec.Response); err != nil {
+			return store.Trace{}, err
+		}
+		if t.Message, err = sealField(seal.FieldMessage, rec.Message); err != nil {
+			return store.Trace{}, err
+		}
+	}
+	// Chain last: the row is final now.
+	r.seq++
+	t.ChainID, t.ChainSeq, t.PrevHash = r.chainID, r.seq, r.prev
+	t.Hash = ChainHash(&t)
+	r.prev = t.Hash
+	return t, nil
+}
+
+// completionText extracts the assistant text of a non-stream chat completion.
+func completionText(body []byte) string {
+	var c struct {
+		Choices []struct {
+			Message struct {
+				Content   string `json:"content"`
+				ToolCalls []struct {
+					Function struct{ Name, Arguments string } `json:"function"`
+				} `json:"tool_calls"`
+			} `json:"message"`
+		} `json:"choices"`
+	}
+	if json.Unmarshal(body, &c) != nil {
+		return ""
+	}
+	var b bytes.Buffer
+	for _, ch := range c.Choices {
+		b.WriteString(ch.Message.Content)
+		for _, tc := range ch.Message.ToolCalls {
+			b.WriteString(tc.Function.Name)
+			b.WriteString(tc.Function.Arguments)
+		}
+	}
+	return b.String()
+}
+
+func ptr(v int64) *int64 { return &v }
+
+// ErrNotAdmitted is what the request path answers when Admit fails.
+var ErrNotAdmitted = errors.New("trace capacity exhausted")

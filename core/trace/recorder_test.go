@@ -1,0 +1,395 @@
+package trace_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/loom-runtime/loom/core/pricing"
+	"github.com/loom-runtime/loom/core/seal"
+	"github.com/loom-runtime/loom/core/store"
+	"github.com/loom-runtime/loom/core/store/sqlite"
+	"github.com/loom-runtime/loom/core/trace"
+	"github.com/loom-runtime/loom/sdk/provider"
+	"github.com/loom-runtime/loom/sdk/sse"
+)
+
+var master = bytes.Repeat([]byte{7}, 32)
+
+// flakyStore is the real SQLite store with a switch that makes trace
+// inserts fail, as when the database is unreachable.
+type flakyStore struct {
+	*sqlite.Store
+	down atomic.Bool
+}
+
+func (f *flakyStore) InsertTraces(ctx context.Context, t []store.Trace) (int, error) {
+	if f.down.Load() {
+		return 0, errors.New("connection refused")
+	}
+	return f.Store.InsertTraces(ctx, t)
+}
+
+type env struct {
+	st     *flakyStore
+	kr     *seal.Keyring
+	tenant store.Tenant
+	spool  string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "loom.db"), hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tn, err := st.CreateTenant(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &flakyStore{Store: st}
+	kr, err := seal.NewKeyring(master, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{st: fs, kr: kr, tenant: tn, spool: filepath.Join(t.TempDir(), "spool")}
+}
+
+func (e *env) start(t *testing.T, mod func(*trace.Options)) *trace.Recorder {
+	t.Helper()
+	cat, err := pricing.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := trace.Options{Store: e.st, Keyring: e.kr, Pricing: cat, SpoolDir: e.spool, SpoolMaxBytes: 1 << 30,
+		BatchInterval: 10 * time.Millisecond, ReplayInterval: 20 * time.Millisecond, StoreTimeout: time.Second}
+	if mod != nil {
+		mod(&o)
+	}
+	r, err := trace.Start(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (e *env) record(i int) *trace.Record {
+	id, _ := uuid.NewV7()
+	start := time.Now()
+	return &trace.Record{
+		ID: id.String(), TenantID: e.tenant.ID, RequestID: fmt.Sprintf("req-%d", i), Endpoint: "chat.completions",
+		RequestedModel: "gpt-4o", UpstreamModel: "gpt-4o", ProviderInstance: "openai", Status: trace.StatusOK, HTTPStatus: 200,
+		Request:  []byte(fmt.Sprintf(`{"model":"gpt-4o","messages":[{"role":"user","content":"secret prompt %d"}]}`, i)),
+		Response: []byte(`{"choices":[{"message":{"content":"hi"}}]}`),
+		Usage:    &provider.Usage{PromptTokens: 1000, CompletionTokens: 500, TotalTokens: 1500, CachedPromptTokens: 200},
+		Start:    start, End: start.Add(30 * time.Millisecond), Upstream: 25 * time.Millisecond, UpstreamTTFB: 10 * time.Millisecond,
+		TTFB: 29 * time.Millisecond,
+	}
+}
+
+func submit(t *testing.T, r *trace.Recorder, rec *trace.Record) {
+	t.Helper()
+	if !r.Admit() {
+		t.Fatal("not admitted")
+	}
+	r.Submit(rec)
+}
+
+func closeRecorder(t *testing.T, r *trace.Recorder) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRecorderWritesSealedPricedChainedTraces(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.start(t, nil)
+	recs := make([]*trace.Record, 50)
+	for i := range recs {
+		recs[i] = e.record(i)
+		submit(t, r, recs[i])
+	}
+	closeRecorder(t, r)
+	if n, _ := e.st.CountTraces(ctx, e.tenant.ID); n != 50 {
+		t.Fatalf("%d traces, want 50", n)
+	}
+	got, err := e.st.Trace(ctx, e.tenant.ID, recs[7].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(got.Request.Ciphertext, []byte("secret prompt")) {
+		t.Fatal("request stored in plaintext")
+	}
+	plain, err := e.kr.Open(ctx, e.tenant.ID, got.KeyVersion, got.ID, seal.FieldRequest, got.Request)
+	if err != nil || !bytes.Equal(plain, recs[7].Request) {
+		t.Fatalf("open: %v %q", err, plain)
+	}
+	// gpt-4o: $2.50 in, $1.25 cached in, $10 out per 1M tokens:
+	// 800×2.5 + 200×1.25 + 500×10 = 2000 + 250 + 5000 = 7250 µ$.
+	if got.CostMicros == nil || *got.CostMicros != 7250 || got.PriceVersion == "" {
+		t.Fatalf("cost %v (catalog %q), want 7250 µ$", got.CostMicros, got.PriceVersion)
+	}
+	if got.UsageSource != trace.UsageProvider || *got.CachedPromptTokens != 200 {
+		t.Fatalf("usage %s %v", got.UsageSource, got.CachedPromptTokens)
+	}
+	if got.LatencyUS != 30000 || *got.UpstreamUS != 25000 || got.OverheadUS != 5000 || *got.TTFBUS != 29000 {
+		t.Fatalf("latencies total %d upstream %v overhead %d ttfb %v", got.LatencyUS, *got.UpstreamUS, got.OverheadUS, *got.TTFBUS)
+	}
+	reports, err := trace.Verify(ctx, e.st, "")
+	if err != nil || len(reports) != 1 || reports[0].Break != nil || reports[0].Traces != 50 {
+		t.Fatalf("verify: %v %+v", err, reports)
+	}
+}
+
+func TestVerifyCatchesTampering(t *testing.T) {
+	for _, tc := range []struct {
+		column string
+		value  any
+	}{
+		{"status", "ok "},
+		{"http_status", 201},
+		{"cost_micros", 1},
+		{"request_ct", []byte("forged")},
+		{"tenant_id", "other-tenant"}, // a row moved to another tenant
+	} {
+		t.Run(tc.column, func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			r := e.start(t, nil)
+			var victim string
+			for i := 0; i < 10; i++ {
+				rec := e.record(i)
+				if i == 4 {
+					victim = rec.ID
+				}
+				submit(t, r, rec)
+			}
+			closeRecorder(t, r)
+			if tc.value == "other-tenant" {
+				other, err := e.st.CreateTenant(ctx, "other")
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.value = other.ID
+			}
+			if err := e.st.TamperTrace(ctx, victim, tc.column, tc.value); err != nil {
+				t.Fatal(err)
+			}
+			reports, err := trace.Verify(ctx, e.st, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(reports) != 1 || reports[0].Break == nil || reports[0].Break.Seq != 5 || reports[0].Break.TraceID != victim {
+				t.Fatalf("tampered %s not caught at seq 5: %+v", tc.column, reports)
+			}
+		})
+	}
+}
+
+func TestRecorderSpoolsWhileStoreIsDown(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.start(t, nil)
+	e.st.down.Store(true)
+	var ids []string
+	for i := 0; i < 30; i++ {
+		rec := e.record(i)
+		ids = append(ids, rec.ID)
+		submit(t, r, rec)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Stats().Spooled < 30 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := r.Stats(); s.Spooled != 30 || s.SpoolBytes == 0 {
+		t.Fatalf("stats while down: %+v", s)
+	}
+	files, _ := filepath.Glob(filepath.Join(e.spool, "*.spool"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		if bytes.Contains(b, []byte("secret prompt")) {
+			t.Fatal("plaintext in the spool")
+		}
+	}
+	// More traffic while the spool is pending keeps the order: it is spooled too.
+	e.st.down.Store(false)
+	for i := 30; i < 40; i++ {
+		rec := e.record(i)
+		ids = append(ids, rec.ID)
+		submit(t, r, rec)
+	}
+	for time.Now().Before(deadline) {
+		if n, _ := e.st.CountTraces(ctx, e.tenant.ID); n == 40 && r.Stats().SpoolBytes == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	closeRecorder(t, r)
+	got, _ := e.st.TraceIDs(ctx, e.tenant.ID)
+	if len(got) != 40 {
+		t.Fatalf("%d traces after recovery, want 40", len(got))
+	}
+	seen := map[string]bool{}
+	for _, id := range got {
+		seen[id] = true
+	}
+	for _, id := range ids {
+		if !seen[id] {
+			t.Fatalf("trace %s lost", id)
+		}
+	}
+	if reports, _ := trace.Verify(ctx, e.st, ""); reports[0].Break != nil {
+		t.Fatalf("chain broken after replay: %s", reports[0].Break)
+	}
+}
+
+func TestSpoolReplayedAfterRestart(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.start(t, nil)
+	e.st.down.Store(true)
+	for i := 0; i < 5; i++ {
+		submit(t, r, e.record(i))
+	}
+	closeRecorder(t, r) // the store is still down: the traces stay in the spool
+	if n, _ := e.st.CountTraces(ctx, e.tenant.ID); n != 0 {
+		t.Fatalf("%d traces reached a store that was down", n)
+	}
+	e.st.down.Store(false)
+	r = e.start(t, nil) // the next run replays what the last one spooled
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if n, _ := e.st.CountTraces(ctx, e.tenant.ID); n == 5 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	closeRecorder(t, r)
+	if n, _ := e.st.CountTraces(ctx, e.tenant.ID); n != 5 {
+		t.Fatalf("%d traces after restart, want 5", n)
+	}
+}
+
+func TestAdmitRefusesWhenSpoolIsFull(t *testing.T) {
+	e := newEnv(t)
+	r := e.start(t, func(o *trace.Options) { o.SpoolMaxBytes = 4096 })
+	defer closeRecorderQuiet(r)
+	e.st.down.Store(true)
+	refused := false
+	for i := 0; i < 200 && !refused; i++ {
+		if !r.Admit() {
+			refused = true
+			break
+		}
+		r.Submit(e.record(i))
+		time.Sleep(2 * time.Millisecond)
+	}
+	if !refused {
+		t.Fatal("the spool grew past its limit without refusing requests")
+	}
+}
+
+func closeRecorderQuiet(r *trace.Recorder) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r.Close(ctx)
+}
+
+func TestSyncDurability(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.start(t, func(o *trace.Options) { o.Durability = trace.Sync; o.BatchInterval = 200 * time.Millisecond })
+	defer closeRecorder(t, r)
+	for i := 0; i < 5; i++ {
+		rec := e.record(i)
+		submit(t, r, rec)
+		if err := rec.Durable(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.st.Trace(ctx, e.tenant.ID, rec.ID); err != nil {
+			t.Fatalf("Durable returned before the trace was stored: %v", err)
+		}
+	}
+}
+
+func TestEstimatedUsageForStreamsWithoutUsage(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.start(t, nil)
+	rec := e.record(0)
+	rec.Stream, rec.Usage = true, nil
+	rec.Response = nil
+	for _, ev := range []string{
+		`{"id":"c","model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":"The capital of France"}}]}`,
+		`{"id":"c","choices":[{"index":0,"delta":{"content":" is Paris."}}]}`,
+	} {
+		rec.Response = sse.AppendEvent(rec.Response, []byte(ev))
+	}
+	rec.Status = trace.StatusStreamFailure
+	submit(t, r, rec)
+	closeRecorder(t, r)
+	got, err := e.st.Trace(ctx, e.tenant.ID, rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.UsageSource != trace.UsageEstimated || got.PromptTokens == nil || *got.PromptTokens < 5 ||
+		*got.CompletionTokens != 7 || got.CostMicros == nil {
+		t.Fatalf("usage %s prompt %v completion %v cost %v", got.UsageSource, got.PromptTokens, got.CompletionTokens, got.CostMicros)
+	}
+	msg, err := e.kr.Open(ctx, e.tenant.ID, got.KeyVersion, got.ID, seal.FieldMessage, got.Message)
+	if err != nil || !strings.Contains(string(msg), "The capital of France is Paris.") {
+		t.Fatalf("assembled message %s (%v)", msg, err)
+	}
+}
+
+func TestUnpricedModelHasNoCost(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.start(t, nil)
+	rec := e.record(0)
+	rec.UpstreamModel, rec.RequestedModel = "echo-1", "echo/echo-1"
+	submit(t, r, rec)
+	closeRecorder(t, r)
+	got, _ := e.st.Trace(ctx, e.tenant.ID, rec.ID)
+	if got.CostMicros != nil {
+		t.Fatalf("unpriced model cost %d, want NULL", *got.CostMicros)
+	}
+}
+
+func TestShreddedTenantStillGetsItsTrace(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.start(t, nil)
+	if err := e.kr.Shred(ctx, e.tenant.ID); err != nil {
+		t.Fatal(err)
+	}
+	rec := e.record(0)
+	submit(t, r, rec)
+	closeRecorder(t, r)
+	got, err := e.st.Trace(ctx, e.tenant.ID, rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Request.Ciphertext != nil || !strings.Contains(got.ErrorMessage, "tenant deleted") {
+		t.Fatalf("shredded tenant's trace: %+v", got)
+	}
+}
