@@ -51,6 +51,9 @@ type Options struct {
 	CacheSize int
 	// TouchInterval is how often last-used times are written. Default 10s.
 	TouchInterval time.Duration
+	// StaleFor is how long a key that was valid keeps working while the
+	// store cannot be reached. Default 15 minutes.
+	StaleFor time.Duration
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger hclog.Logger
@@ -65,6 +68,7 @@ type Authenticator struct {
 	now      func() time.Time
 	log      hclog.Logger
 	interval time.Duration
+	staleFor time.Duration
 
 	flightMu sync.Mutex
 	flights  map[[32]byte]*flight
@@ -78,6 +82,7 @@ type result struct {
 	hash      [32]byte
 	principal Principal
 	err       *apierror.Error
+	at        time.Time // when the store answered
 }
 
 type flight struct {
@@ -100,6 +105,9 @@ func New(keys KeyStore, o Options) *Authenticator {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.StaleFor <= 0 {
+		o.StaleFor = 15 * time.Minute
+	}
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
@@ -109,6 +117,7 @@ func New(keys KeyStore, o Options) *Authenticator {
 		now:      o.Now,
 		log:      o.Logger,
 		interval: o.TouchInterval,
+		staleFor: o.StaleFor,
 		flights:  make(map[[32]byte]*flight),
 		touched:  make(map[string]time.Time),
 	}
@@ -165,11 +174,17 @@ func (a *Authenticator) AuthenticateKey(ctx context.Context, key string) (Princi
 		return Principal{}, errMalformd
 	}
 	hash := HashKey(key)
-	res, ok := a.cache.get(hash)
-	if !ok {
-		var err error
-		res, err = a.lookup(ctx, hash)
-		if err != nil {
+	res, fresh, found := a.cache.lookup(hash)
+	if !fresh {
+		looked, err := a.lookup(ctx, hash)
+		switch {
+		case err == nil:
+			res = looked
+		case found && res.err == nil && a.now().Sub(res.at) < a.staleFor:
+			// The store is unreachable: keep serving a key that was valid
+			// when last checked, for a while, rather than stop all traffic.
+			// Revocations made meanwhile take effect once the store is back.
+		default:
 			return Principal{}, err
 		}
 	}
@@ -219,13 +234,13 @@ func (a *Authenticator) query(hash [32]byte) (result, error) {
 	m, err := a.keys.KeyByHash(ctx, hash)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return result{hash: hash, err: errUnknown}, nil
+		return result{hash: hash, err: errUnknown, at: a.now()}, nil
 	case err != nil:
 		a.log.Error("api key lookup failed", "error", err)
 		return result{}, &apierror.Error{Status: http.StatusServiceUnavailable, Type: apierror.TypeServer,
 			Code: "store_unavailable", Message: "Loom cannot verify API keys right now; retry shortly.", Err: err}
 	}
-	res := result{hash: m.Key.Hash, principal: Principal{
+	res := result{hash: m.Key.Hash, at: a.now(), principal: Principal{
 		TenantID: m.Tenant.ID, TenantName: m.Tenant.Name, KeyID: m.Key.ID, KeyPrefix: m.Key.Prefix,
 	}}
 	switch {

@@ -408,3 +408,28 @@ func TestConcurrentTenantsNeverMix(t *testing.T) {
 		t.Fatalf("%d responses with the other tenant, %d failures", mixed.Load(), failed.Load())
 	}
 }
+
+// While the store is unreachable, a key that was valid when last checked
+// keeps working past the TTL (for StaleFor); refused keys stay refused.
+func TestStaleKeysServeDuringStoreOutage(t *testing.T) {
+	ctx := context.Background()
+	st := newStore(t)
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	_, _, good := addKey(t, st, "acme")
+	unknown, _ := NewKey()
+	a := New(st, Options{CacheTTL: 5 * time.Second, StaleFor: time.Minute, Now: clock.Now})
+	if _, err := a.AuthenticateKey(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	a.AuthenticateKey(ctx, unknown)
+	st.Store.Close()
+	clock.Advance(30 * time.Second)
+	if _, err := a.AuthenticateKey(ctx, good); err != nil {
+		t.Fatalf("valid key refused 30s into an outage: %v", err)
+	}
+	_, err := a.AuthenticateKey(ctx, unknown)
+	wantCode(t, err, 503, "store_unavailable")
+	clock.Advance(time.Minute)
+	_, err = a.AuthenticateKey(ctx, good)
+	wantCode(t, err, 503, "store_unavailable")
+}

@@ -31,22 +31,23 @@ func newCache[K comparable, V any](max int, ttl time.Duration, now func() time.T
 }
 
 func (c *cache[K, V]) get(k K) (V, bool) {
+	v, fresh, _ := c.lookup(k)
+	return v, fresh
+}
+
+// lookup returns the entry for k and whether it is still fresh. Expired
+// entries stay (until the LRU evicts them) so a caller can fall back on
+// them when the source of truth is unreachable.
+func (c *cache[K, V]) lookup(k K) (v V, fresh, found bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[k]
 	if !ok {
-		var zero V
-		return zero, false
+		return v, false, false
 	}
 	e := el.Value.(*cacheEntry[K, V])
-	if !c.now().Before(e.expires) {
-		c.order.Remove(el)
-		delete(c.items, k)
-		var zero V
-		return zero, false
-	}
 	c.order.MoveToFront(el)
-	return e.value, true
+	return e.value, c.now().Before(e.expires), true
 }
 
 func (c *cache[K, V]) put(k K, v V) {

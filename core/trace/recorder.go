@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
@@ -77,6 +78,7 @@ type Recorder struct {
 	wg       sync.WaitGroup
 
 	written, spooled, failed atomic.Int64
+	refused                  map[string]int // replay attempts a spool file failed while the store was up
 }
 
 // Start opens the spool, starts a new hash chain and the writer and
@@ -122,7 +124,7 @@ func Start(ctx context.Context, o Options) (*Recorder, error) {
 		o: o, log: o.Logger, spool: sp,
 		queue:   make(chan *Record, o.QueueSize),
 		chainID: id.String(), prev: ZeroHash,
-		stop: make(chan struct{}),
+		stop: make(chan struct{}), refused: map[string]int{},
 	}
 	r.wg.Add(2)
 	go func() { defer r.wg.Done(); r.write() }()
@@ -282,7 +284,18 @@ func (r *Recorder) spoolPending() bool { return r.spool.bytes.Load() > 0 }
 func (r *Recorder) replay() {
 	t := time.NewTicker(r.o.ReplayInterval)
 	defer t.Stop()
+	var partitioned time.Time
 	for {
+		if time.Since(partitioned) > 6*time.Hour {
+			// Keep monthly partitions (PostgreSQL) three months ahead.
+			ctx, cancel := context.WithTimeout(context.Background(), r.o.StoreTimeout)
+			if err := r.o.Store.EnsurePartitions(ctx, r.o.Now(), 3); err != nil {
+				r.log.Warn("cannot create trace partitions ahead; will retry", "error", err)
+			} else {
+				partitioned = time.Now()
+			}
+			cancel()
+		}
 		r.replayOnce()
 		select {
 		case <-r.stop:
@@ -311,10 +324,24 @@ func (r *Recorder) replayOnce() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), r.o.StoreTimeout)
 		_, err = r.o.Store.InsertTraces(ctx, rows)
+		if err != nil && r.o.Store.Ping(ctx) == nil {
+			// The store is up but refuses this batch: after a few tries it
+			// is set aside (kept on disk, loudly) so it cannot block the rest.
+			r.refused[f]++
+			if r.refused[f] >= 5 {
+				r.log.Error("the store keeps refusing a spooled batch although it is up; moved to spool/corrupt for an operator",
+					"file", f, "traces", len(rows), "error", err)
+				r.spool.quarantine(f)
+				delete(r.refused, f)
+				cancel()
+				continue
+			}
+		}
 		cancel()
 		if err != nil {
 			return // still down; the next tick tries again
 		}
+		delete(r.refused, f)
 		r.written.Add(int64(len(rows)))
 		if err := r.spool.remove(f); err != nil {
 			r.log.Error("cannot remove a replayed spool file (replaying it again is harmless)", "file", f, "error", err)
@@ -339,11 +366,14 @@ func (r *Recorder) finalize(rec *Record) (store.Trace, error) {
 		rec.Request, rec.Response, rec.Message = nil, nil, nil
 		rec.Error = strings.TrimSpace(rec.Error + " (tenant deleted: bodies discarded)")
 	}
+	// Text fields can carry client or upstream input (a model name with a
+	// \u0000 escape, a path with %ff): make them valid UTF-8 without NULs,
+	// which every store can keep, before they are hashed.
 	t := store.Trace{
-		ID: rec.ID, TenantID: rec.TenantID, RequestID: rec.RequestID, Endpoint: rec.Endpoint, Stream: rec.Stream,
-		RequestedModel: rec.RequestedModel, UpstreamModel: rec.UpstreamModel, ProviderInstance: rec.ProviderInstance,
-		PluginName: rec.PluginName, PluginVersion: rec.PluginVersion, Status: rec.Status, HTTPStatus: rec.HTTPStatus,
-		ErrorMessage: rec.Error, ConfigHash: rec.ConfigHash,
+		ID: rec.ID, TenantID: rec.TenantID, RequestID: rec.RequestID, Endpoint: clean(rec.Endpoint), Stream: rec.Stream,
+		RequestedModel: clean(rec.RequestedModel), UpstreamModel: clean(rec.UpstreamModel), ProviderInstance: rec.ProviderInstance,
+		PluginName: clean(rec.PluginName), PluginVersion: clean(rec.PluginVersion), Status: rec.Status, HTTPStatus: rec.HTTPStatus,
+		ErrorMessage: clean(rec.Error), ConfigHash: rec.ConfigHash,
 		CreatedAt: rec.Start.UTC().Truncate(time.Microsecond),
 	}
 	// Usage: the provider's, else an estimate with the model's BPE tokenizer.
@@ -351,7 +381,7 @@ func (r *Recorder) finalize(rec *Record) (store.Trace, error) {
 	if rec.Stream && len(rec.Response) > 0 && rec.Message == nil {
 		rec.Message, completion = Assemble(rec.Response, rec.ResponseTruncated)
 	}
-	model := rec.ReportedModel
+	model := clean(rec.ReportedModel)
 	if model == "" {
 		model = rec.UpstreamModel
 	}
@@ -449,6 +479,14 @@ func completionText(body []byte) string {
 }
 
 func ptr(v int64) *int64 { return &v }
+
+// clean returns s as valid UTF-8 without NUL characters.
+func clean(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
 
 // ErrNotAdmitted is what the request path answers when Admit fails.
 var ErrNotAdmitted = errors.New("trace capacity exhausted")

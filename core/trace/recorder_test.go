@@ -393,3 +393,63 @@ func TestShreddedTenantStillGetsItsTrace(t *testing.T) {
 		t.Fatalf("shredded tenant's trace: %+v", got)
 	}
 }
+
+// BenchmarkDurability measures what a request waits for its trace, in both
+// modes, against a real SQLite store: async hands over and returns; sync
+// waits for the batch (group commit) holding its trace to be durable.
+// Parallel requests share batches, as they do under load.
+func BenchmarkDurability(b *testing.B) {
+	for _, mode := range []string{trace.Async, trace.Sync} {
+		b.Run(mode, func(b *testing.B) {
+			e := newEnvB(b)
+			r := e.startB(b, func(o *trace.Options) { o.Durability = mode; o.BatchInterval = 5 * time.Millisecond })
+			b.SetParallelism(16)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					rec := e.record(i)
+					i++
+					for !r.Admit() {
+						time.Sleep(time.Millisecond)
+					}
+					r.Submit(rec)
+					if err := rec.Durable(); err != nil {
+						b.Error(err)
+					}
+				}
+			})
+			b.StopTimer()
+			closeRecorderQuiet(r)
+		})
+	}
+}
+
+func newEnvB(b *testing.B) *env {
+	b.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "loom.db"), hclog.NewNullLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	if err := st.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	tn, _ := st.CreateTenant(ctx, "acme")
+	fs := &flakyStore{Store: st}
+	kr, _ := seal.NewKeyring(master, fs)
+	return &env{st: fs, kr: kr, tenant: tn, spool: filepath.Join(b.TempDir(), "spool")}
+}
+
+func (e *env) startB(b *testing.B, mod func(*trace.Options)) *trace.Recorder {
+	cat, _ := pricing.Default()
+	o := trace.Options{Store: e.st, Keyring: e.kr, Pricing: cat, SpoolDir: e.spool, SpoolMaxBytes: 1 << 30,
+		BatchInterval: 10 * time.Millisecond, StoreTimeout: 5 * time.Second}
+	mod(&o)
+	r, err := trace.Start(context.Background(), o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return r
+}

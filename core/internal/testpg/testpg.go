@@ -230,6 +230,7 @@ type cluster struct {
 	log  string
 	port int
 	cred *syscall.Credential // set when running as root: whom to run as
+	opts string              // server options, kept for a restart
 
 	watchdog   *exec.Cmd
 	watchdogIn io.WriteCloser
@@ -289,6 +290,7 @@ func startCluster(bins binaries) (c *cluster, err error) {
 			c.port, c.sock)
 		out, err = c.command(bins.pgctl, "-D", c.data, "-o", opts, "-l", c.log, "-w", "-t", "120", "start").CombinedOutput()
 		if err == nil {
+			c.opts = opts
 			return c, nil
 		}
 		tail := c.logTail(30)
@@ -431,4 +433,65 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Cluster is a private cluster for one test, which the test can stop and
+// start again (to take the database away under load). Its data survives a
+// stop; everything is removed when the test ends.
+type Cluster struct {
+	c   *cluster
+	dsn string
+}
+
+// NewCluster starts a private cluster with a database "loom" and returns it.
+// Like DSN, it skips (or fails under CI=true) when PostgreSQL is missing.
+func NewCluster(t testing.TB) *Cluster {
+	t.Helper()
+	bins, err := findBinaries()
+	if err != nil {
+		if ci() {
+			t.Fatalf("testpg: %v; CI requires PostgreSQL 15 (apt-get install postgresql-15)", err)
+		}
+		t.Skipf("testpg: %v (install postgresql-15, or set %s) — skipping", err, EnvDSN)
+	}
+	c, err := startCluster(bins)
+	if err != nil {
+		t.Fatalf("testpg: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.stop(); err != nil {
+			t.Logf("testpg: stop private cluster: %v", err)
+		}
+	})
+	admin := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("testpg: connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE loom"); err != nil {
+		t.Fatalf("testpg: create database: %v", err)
+	}
+	return &Cluster{c: c, dsn: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/loom?sslmode=disable", c.port)}
+}
+
+// DSN is the superuser DSN of the cluster's "loom" database.
+func (c *Cluster) DSN() string { return c.dsn }
+
+// Stop stops the server (fast shutdown: connections are cut), keeping its data.
+func (c *Cluster) Stop(t testing.TB) {
+	t.Helper()
+	if out, err := c.c.command(c.c.bins.pgctl, "-D", c.c.data, "-m", "fast", "-w", "stop").CombinedOutput(); err != nil {
+		t.Fatalf("testpg: pg_ctl stop: %v: %s", err, out)
+	}
+}
+
+// Start starts a stopped server again, on the same port.
+func (c *Cluster) Start(t testing.TB) {
+	t.Helper()
+	if out, err := c.c.command(c.c.bins.pgctl, "-D", c.c.data, "-o", c.c.opts, "-l", c.c.log, "-w", "-t", "120", "start").CombinedOutput(); err != nil {
+		t.Fatalf("testpg: pg_ctl start: %v: %s\n%s", err, out, c.c.logTail(20))
+	}
 }

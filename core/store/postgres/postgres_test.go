@@ -1,12 +1,19 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 
@@ -156,4 +163,333 @@ func BenchmarkInsertTraces(b *testing.B) {
 		b.Fatal(err)
 	}
 	storetest.BenchmarkInsertTraces(b, s)
+}
+
+func migrated(t *testing.T, dsn string) *Store {
+	t.Helper()
+	s := open(t, dsn)
+	if err := s.Migrate(t.Context()); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	return s
+}
+
+// partitions lists the partitions of traces by name.
+func partitions(t *testing.T, s *Store) []string {
+	t.Helper()
+	rows, err := s.pool.Query(t.Context(), `SELECT c.relname::text FROM pg_inherits i
+		JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'traces'::regclass ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func monthName(t time.Time) string {
+	return fmt.Sprintf("traces_y%04dm%02d", t.Year(), int(t.Month()))
+}
+
+// Migrate leaves the partitions of last month to three months ahead, each
+// with its TRUNCATE trigger and the cloned row trigger, storing ciphertext
+// uncompressed out of line.
+func TestMigrateCreatesPartitions(t *testing.T) {
+	s := migrated(t, testpg.DSN(t))
+	now := time.Now().UTC()
+	first := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	var want []string
+	for i := -1; i <= MigratePartitionsAhead; i++ {
+		want = append(want, monthName(first.AddDate(0, i, 0)))
+	}
+	if got := partitions(t, s); !slices.Equal(got, want) {
+		t.Fatalf("partitions after Migrate = %v, want %v", got, want)
+	}
+	for _, p := range want {
+		var triggers []string
+		rows, err := s.pool.Query(t.Context(), `SELECT tgname::text FROM pg_trigger
+			WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY 1`, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if triggers, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(triggers, []string{"traces_immutable", "traces_no_truncate"}) {
+			t.Errorf("%s triggers = %v", p, triggers)
+		}
+		var storage string
+		if err := s.pool.QueryRow(t.Context(), `SELECT attstorage::text FROM pg_attribute
+			WHERE attrelid = $1::regclass AND attname = 'response_ct'`, p).Scan(&storage); err != nil {
+			t.Fatal(err)
+		}
+		if storage != "e" {
+			t.Errorf("%s.response_ct storage = %q, want e (external)", p, storage)
+		}
+	}
+	// Migrating again (a restart) adds nothing, and the SQL function is
+	// idempotent.
+	if err := s.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var created int
+	if err := s.pool.QueryRow(t.Context(), `SELECT loom_ensure_trace_partitions(current_date - 40, 3)`).Scan(&created); err != nil {
+		t.Fatal(err)
+	}
+	if created != 0 {
+		t.Errorf("loom_ensure_trace_partitions created %d partitions that existed", created)
+	}
+	if got := partitions(t, s); !slices.Equal(got, want) {
+		t.Errorf("partitions after a second Migrate = %v, want %v", got, want)
+	}
+}
+
+// Partition bounds are UTC months whatever the session's time zone.
+func TestPartitionBoundsAreUTC(t *testing.T) {
+	dsn := testpg.DSN(t)
+	migrated(t, dsn)
+	// A session 13:45 ahead of UTC creates the partitions.
+	s := open(t, dsn+"&timezone=Pacific/Chatham")
+	tn, err := s.CreateTenant(t.Context(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := store.Chain{ID: uuid.NewString(), StartedAt: time.Now()}
+	if err := s.StartChain(t.Context(), ch); err != nil {
+		t.Fatal(err)
+	}
+	mar := time.Date(2023, 3, 1, 0, 0, 0, 0, time.UTC)
+	cases := map[time.Time]string{
+		mar.Add(-time.Microsecond): "traces_y2023m02",
+		mar:                        "traces_y2023m03",
+		mar.Add(13 * time.Hour):    "traces_y2023m03",
+	}
+	var batch []store.Trace
+	for at := range cases {
+		batch = append(batch, trace(t, tn.ID, ch.ID, int64(len(batch)+1), at))
+	}
+	if n, err := s.InsertTraces(t.Context(), batch); err != nil || n != len(batch) {
+		t.Fatalf("InsertTraces = %d, %v", n, err)
+	}
+	for _, tr := range batch {
+		var part string
+		if err := s.pool.QueryRow(t.Context(), `SELECT tableoid::regclass::text FROM traces WHERE id = $1`, tr.ID).Scan(&part); err != nil {
+			t.Fatal(err)
+		}
+		if want := cases[tr.CreatedAt]; part != want {
+			t.Errorf("trace created %s is in %s, want %s", tr.CreatedAt.Format(time.RFC3339Nano), part, want)
+		}
+	}
+}
+
+func trace(t *testing.T, tenantID, chainID string, seq int64, at time.Time) store.Trace {
+	t.Helper()
+	return store.Trace{
+		ID: uuid.Must(uuid.NewV7()).String(), TenantID: tenantID, Endpoint: "chat.completions", Status: "ok",
+		HTTPStatus: 200, UsageSource: "none", CreatedAt: at, ChainID: chainID, ChainSeq: seq,
+		PrevHash: make([]byte, 32), Hash: bytes.Repeat([]byte{byte(seq)}, 32),
+	}
+}
+
+// An insert into a month without a partition creates it (with its
+// trigger) and succeeds; retention drops partitions, not rows.
+func TestMissingPartitionAndRetentionDrop(t *testing.T) {
+	s := migrated(t, testpg.DSN(t))
+	ctx := t.Context()
+	tn, err := s.CreateTenant(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := store.Chain{ID: uuid.NewString(), StartedAt: time.Now()}
+	if err := s.StartChain(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().UTC().AddDate(0, -14, 0)
+	name := monthName(old)
+	if slices.Contains(partitions(t, s), name) {
+		t.Fatalf("%s exists before the insert", name)
+	}
+	if n, err := s.InsertTraces(ctx, []store.Trace{trace(t, tn.ID, ch.ID, 1, old)}); err != nil || n != 1 {
+		t.Fatalf("InsertTraces(14 months ago) = %d, %v", n, err)
+	}
+	if !slices.Contains(partitions(t, s), name) {
+		t.Fatalf("%s not created", name)
+	}
+	if err := s.ExecRaw(ctx, `TRUNCATE `+name); err == nil || !strings.Contains(err.Error(), "traces are immutable") {
+		t.Errorf("TRUNCATE of the new partition: %v", err)
+	}
+
+	got, err := s.ApplyRetention(ctx, time.Now().UTC().AddDate(0, -1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Partition != name || got[0].Rows != 1 {
+		t.Fatalf("tombstones = %+v", got)
+	}
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, name).Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	if exists {
+		t.Errorf("%s still exists after retention", name)
+	}
+	// The cutoff is the first of last month: last month and later stay.
+	now := time.Now().UTC()
+	first := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	for i := -1; i <= MigratePartitionsAhead; i++ {
+		if p := monthName(first.AddDate(0, i, 0)); !slices.Contains(partitions(t, s), p) {
+			t.Errorf("partition %s dropped", p)
+		}
+	}
+}
+
+// Upgrading a database that has tenants and keys keeps them, and allows
+// the 'deleted' status.
+func TestMigrate0002KeepsData(t *testing.T) {
+	dsn := testpg.DSN(t)
+	s := open(t, dsn)
+	ctx := t.Context()
+	ms, err := schema.Migrations(schema.Postgres)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, ms[0].SQL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now()); INSERT INTO schema_migrations (version, name) VALUES (1, 'tenants_and_keys')`); err != nil {
+		t.Fatal(err)
+	}
+	tn, err := s.CreateTenant(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := s.CreateAPIKey(ctx, store.APIKey{TenantID: tn.ID, Prefix: "p", Hash: [32]byte{7}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate from 0001: %v", err)
+	}
+	m, err := s.KeyByHash(ctx, k.Hash)
+	if err != nil || m.Tenant.ID != tn.ID || m.Key.ID != k.ID {
+		t.Fatalf("KeyByHash after upgrade = %+v, %v", m, err)
+	}
+	if err := s.ShredTenant(ctx, tn.ID); err != nil {
+		t.Fatalf("ShredTenant after upgrade: %v", err)
+	}
+}
+
+// TamperTrace needs a superuser: an ordinary role that owns nothing gets
+// an error, not a silent bypass.
+func TestTamperTraceNeedsSuperuser(t *testing.T) {
+	dsn := testpg.DSN(t)
+	s := migrated(t, dsn)
+	ctx := t.Context()
+	role := "loom_app_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+	if err := s.ExecRaw(ctx, `CREATE ROLE `+role+` LOGIN;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO `+role); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.ExecRaw(context.Background(), `DROP OWNED BY `+role+`; DROP ROLE `+role)
+	})
+	tn, err := s.CreateTenant(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := store.Chain{ID: uuid.NewString(), StartedAt: time.Now()}
+	if err := s.StartChain(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	tr := trace(t, tn.ID, ch.ID, 1, time.Now())
+	if _, err := s.InsertTraces(ctx, []store.Trace{tr}); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	app := open(t, u.String())
+	if err := app.TamperTrace(ctx, tr.ID, "status", "x"); err == nil || !strings.Contains(err.Error(), "superuser") {
+		t.Errorf("TamperTrace as an ordinary role: %v, want a permission error naming superuser", err)
+	}
+	// Nor can that role change a trace directly.
+	if err := app.ExecRaw(ctx, `UPDATE traces SET status = 'x'`); err == nil {
+		t.Error("UPDATE as an ordinary role accepted")
+	}
+	got, err := s.Trace(ctx, tn.ID, tr.ID)
+	if err != nil || got.Status != "ok" {
+		t.Errorf("trace after refused tampering = %q, %v", got.Status, err)
+	}
+}
+
+// Retention dropping old partitions while recorders keep inserting into the
+// current month (and a replay into the month being dropped): both succeed.
+func TestRetentionDuringInserts(t *testing.T) {
+	s := migrated(t, testpg.DSN(t))
+	ctx := t.Context()
+	tn, err := s.CreateTenant(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := store.Chain{ID: uuid.NewString(), StartedAt: time.Now()}
+	if err := s.StartChain(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	var seq atomic.Int64
+	batch := func(at time.Time, n int) []store.Trace {
+		out := make([]store.Trace, n)
+		for i := range out {
+			out[i] = trace(t, tn.ID, ch.ID, seq.Add(1), at.Add(time.Duration(i)*time.Millisecond))
+		}
+		return out
+	}
+	old := time.Date(2024, 4, 10, 0, 0, 0, 0, time.UTC)
+	for m := range 6 {
+		if _, err := s.InsertTraces(ctx, batch(old.AddDate(0, m, 0), 200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var inserted atomic.Int64
+	for w := range 3 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				at := time.Now()
+				if w == 2 {
+					at = old // a replay into a month being dropped
+				}
+				n, err := s.InsertTraces(ctx, batch(at, 100))
+				if err != nil {
+					t.Errorf("worker %d: InsertTraces during retention: %v", w, err)
+					return
+				}
+				inserted.Add(int64(n))
+			}
+		})
+	}
+	time.Sleep(100 * time.Millisecond)
+	tombs, err := s.ApplyRetention(ctx, time.Date(2024, 10, 1, 0, 0, 0, 0, time.UTC))
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("ApplyRetention during inserts: %v", err)
+	}
+	if len(tombs) < 6 {
+		t.Errorf("%d tombstones, want one per dropped month (6 or more)", len(tombs))
+	}
+	if inserted.Load() == 0 {
+		t.Error("no insert went through")
+	}
 }

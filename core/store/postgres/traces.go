@@ -71,8 +71,9 @@ func scanTrace(r pgx.Row) (store.Trace, error) {
 //
 // Idempotence is on the primary key (created_at, id): replaying a trace with
 // the same id and CreatedAt is a no-op. If a row's month has no partition
-// (say, a replay of an old spool) the batch is retried once after creating
-// the partitions of every month it touches. A trace whose tenant or chain
+// (say, a replay of an old spool) the batch is retried after creating the
+// partitions of every month it touches, and after a deadlock (possible only
+// against retention); three attempts at most. A trace whose tenant or chain
 // does not exist fails the batch with ErrNotFound.
 func (s *Store) InsertTraces(ctx context.Context, traces []store.Trace) (int, error) {
 	if len(traces) == 0 {
@@ -82,23 +83,42 @@ func (s *Store) InsertTraces(ctx context.Context, traces []store.Trace) (int, er
 	if err != nil {
 		return 0, fmt.Errorf("insert traces: %w", err)
 	}
-	n, err := s.insertTraces(ctx, rows)
-	if isNoPartition(err) {
-		months := map[time.Time]bool{}
-		for i := range rows {
-			months[validate.MonthStart(rows[i].CreatedAt)] = true
+	// A replay racing retention can meet a deadlock and then the month it
+	// writes to dropped: hence up to three attempts.
+	var n int
+	for attempt := 1; ; attempt++ {
+		n, err = s.insertTraces(ctx, rows)
+		if err == nil || attempt == 3 || ctx.Err() != nil {
+			break
 		}
-		for m := range months {
-			if err := s.ensurePartitions(ctx, m, 1); err != nil {
+		if isNoPartition(err) {
+			if err := s.ensureMonths(ctx, rows); err != nil {
 				return 0, fmt.Errorf("insert traces: %w", err)
 			}
+		} else if !isDeadlock(err) {
+			// Only retention can cause a deadlock (it locks old partitions
+			// an old replay may be writing to); it has let go by now.
+			break
 		}
-		n, err = s.insertTraces(ctx, rows)
 	}
 	if err != nil {
 		return 0, wrap("insert traces", err)
 	}
 	return n, nil
+}
+
+// ensureMonths creates the partitions of the months rows fall in.
+func (s *Store) ensureMonths(ctx context.Context, rows []store.Trace) error {
+	months := map[time.Time]bool{}
+	for i := range rows {
+		months[validate.MonthStart(rows[i].CreatedAt)] = true
+	}
+	for m := range months {
+		if err := s.ensurePartitions(ctx, m, 1); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Store) insertTraces(ctx context.Context, rows []store.Trace) (int, error) {
@@ -128,6 +148,13 @@ func (s *Store) insertTraces(ctx context.Context, rows []store.Trace) (int, erro
 		return 0, err
 	}
 	return int(tag.RowsAffected()), nil
+}
+
+// isDeadlock reports whether err is PostgreSQL aborting the transaction to
+// break a deadlock.
+func isDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "40P01"
 }
 
 // isNoPartition reports whether err is PostgreSQL refusing a row that no

@@ -1,11 +1,16 @@
 package sqlite
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/loom-runtime/loom/core/store"
@@ -203,4 +208,173 @@ func BenchmarkInsertTraces(b *testing.B) {
 		b.Fatal(err)
 	}
 	storetest.BenchmarkInsertTraces(b, s)
+}
+
+// Upgrading a database with tenants and keys rebuilds tenants (for the new
+// status) without losing a row or a foreign key.
+func TestMigrate0002KeepsTenantsAndKeys(t *testing.T) {
+	ctx := t.Context()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "loom.db"), hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ms, err := schema.Migrations(schema.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.writer.ExecContext(ctx, ms[0].SQL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.writer.ExecContext(ctx, `CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY,
+		name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT;
+		INSERT INTO schema_migrations VALUES (1, 'tenants_and_keys', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	var keys []store.APIKey
+	for i, name := range []string{"acme", "globex", "initech"} {
+		tn, err := s.CreateTenant(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			if err := s.SetTenantStatus(ctx, tn.ID, store.TenantDisabled); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for j := range 2 {
+			k, err := s.CreateAPIKey(ctx, store.APIKey{TenantID: tn.ID, Label: fmt.Sprint(j), Prefix: "p", Hash: [32]byte{byte(i), byte(j), 1}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys = append(keys, k)
+		}
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate from 0001: %v", err)
+	}
+	for _, k := range keys {
+		m, err := s.KeyByHash(ctx, k.Hash)
+		if err != nil || m.Key.ID != k.ID || m.Tenant.ID != k.TenantID {
+			t.Errorf("KeyByHash after upgrade = %+v, %v", m, err)
+		}
+	}
+	if g, _ := s.TenantByName(ctx, "globex"); g.Status != store.TenantDisabled {
+		t.Errorf("globex status after upgrade = %q", g.Status)
+	}
+	rows, err := s.writer.QueryContext(ctx, `PRAGMA foreign_key_check`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows.Next() {
+		t.Error("foreign_key_check reports violations after the upgrade")
+	}
+	rows.Close()
+	var ok string
+	if err := s.writer.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&ok); err != nil || ok != "ok" {
+		t.Errorf("integrity_check = %q, %v", ok, err)
+	}
+	// The rebuilt tables keep their constraints and index.
+	if _, err := s.CreateAPIKey(ctx, store.APIKey{TenantID: uuid.NewString(), Prefix: "p", Hash: [32]byte{9}}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("key for an unknown tenant: %v, want ErrNotFound", err)
+	}
+	if _, err := s.writer.ExecContext(ctx, `DELETE FROM tenants`); err == nil {
+		t.Error("deleting tenants with keys was allowed")
+	}
+	if _, err := s.writer.ExecContext(ctx, `UPDATE tenants SET status = 'purged'`); err == nil {
+		t.Error("status 'purged' was accepted")
+	}
+	if _, err := s.writer.ExecContext(ctx, `UPDATE tenants SET status = 'deleted' WHERE name = 'initech'`); err != nil {
+		t.Errorf("status 'deleted' refused: %v", err)
+	}
+	var idx int
+	if err := s.writer.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema
+		WHERE type = 'index' AND name = 'api_keys_tenant_created_idx' AND tbl_name = 'api_keys'`).Scan(&idx); err != nil || idx != 1 {
+		t.Errorf("api_keys index: %d, %v", idx, err)
+	}
+	var leftovers int
+	if err := s.writer.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%_new%'`).Scan(&leftovers); err != nil || leftovers != 0 {
+		t.Errorf("%d schema objects still mention the *_new tables (%v)", leftovers, err)
+	}
+}
+
+// Retention and TamperTrace never leave the immutability guard set.
+func TestGuardNeverCommittedSet(t *testing.T) {
+	s := openMigrated(t, filepath.Join(t.TempDir(), "loom.db"))
+	ctx := t.Context()
+	tn, err := s.CreateTenant(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := store.Chain{ID: uuid.NewString(), StartedAt: time.Now()}
+	if err := s.StartChain(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	old := store.Trace{ID: uuid.NewString(), TenantID: tn.ID, Endpoint: "models", Status: "ok", UsageSource: "none",
+		CreatedAt: time.Date(2024, 1, 5, 0, 0, 0, 0, time.UTC), ChainID: ch.ID, ChainSeq: 1,
+		PrevHash: make([]byte, 32), Hash: make([]byte, 32)}
+	if _, err := s.InsertTraces(ctx, []store.Trace{old}); err != nil {
+		t.Fatal(err)
+	}
+	guard := func(what string) {
+		t.Helper()
+		var active int
+		if err := s.reader.QueryRowContext(ctx, `SELECT active FROM trace_retention_guard`).Scan(&active); err != nil || active != 0 {
+			t.Errorf("after %s: guard active = %d, %v", what, active, err)
+		}
+	}
+	if err := s.TamperTrace(ctx, old.ID, "status", "x"); err != nil {
+		t.Fatal(err)
+	}
+	guard("TamperTrace")
+	if err := s.TamperTrace(ctx, old.ID, "chain_seq", "not a number"); err == nil {
+		t.Error("TamperTrace wrote text into an INTEGER column")
+	}
+	guard("a failed TamperTrace")
+	if _, err := s.ApplyRetention(ctx, time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)); err != nil {
+		t.Fatal(err)
+	}
+	guard("ApplyRetention")
+	if _, err := s.writer.ExecContext(ctx, `DELETE FROM trace_tombstones`); err == nil {
+		t.Error("tombstones deleted")
+	}
+}
+
+// Shredding overwrites the wrapped keys: their bytes are in neither the
+// database file nor the WAL afterwards.
+func TestShredTenantLeavesNoKeyBytes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "loom.db")
+	s := openMigrated(t, path)
+	ctx := t.Context()
+	tn, err := s.CreateTenant(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped := make([]byte, 48)
+	for i := range wrapped {
+		wrapped[i] = byte(0xA0 + i%7)
+	}
+	copy(wrapped, "LOOM-WRAPPED-KEY-MARKER")
+	if err := s.AddTenantKey(ctx, store.TenantKey{TenantID: tn.ID, Version: 1, Wrapped: wrapped, Nonce: []byte("nonce-123456")}); err != nil {
+		t.Fatal(err)
+	}
+	// Make sure the key reached the database file itself too.
+	if _, err := s.writer.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); !bytes.Contains(b, wrapped) {
+		t.Fatal("the key is not in the database file before shredding; the test proves nothing")
+	}
+	if err := s.ShredTenant(ctx, tn.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{path, path + "-wal"} {
+		b, err := os.ReadFile(f)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, wrapped) {
+			t.Errorf("%s still holds the wrapped key after ShredTenant", filepath.Base(f))
+		}
+	}
 }

@@ -52,9 +52,10 @@ func scanTrace(r scanner) (store.Trace, error) {
 // later), the most bound parameters one statement may have.
 const maxVariables = 32766
 
-// insertChunk is how many rows one INSERT statement carries: several
-// hundred amortise the statement overhead; the variable limit caps it.
-var insertChunk = min(256, maxVariables/traceColumnCount)
+// insertChunk is how many rows one INSERT statement carries: a few dozen
+// amortise the per-statement cost (measured: 64 beats both 32 and 256 with
+// 2 KB bodies); the variable limit caps it in any case.
+var insertChunk = min(64, maxVariables/traceColumnCount)
 
 var insertSQL sync.Map // rows (int) -> statement (string)
 
@@ -506,6 +507,10 @@ func (s *Store) TamperTrace(ctx context.Context, id, column string, value any) e
 	if !validate.IsTraceColumn(column) {
 		return fmt.Errorf("tamper trace: unknown column %q", column)
 	}
+	rid, ok := validate.ID(id)
+	if !ok {
+		return fmt.Errorf("tamper trace: trace %q: %w", id, store.ErrNotFound)
+	}
 	switch v := value.(type) {
 	case time.Time:
 		value = encTime(v)
@@ -521,7 +526,7 @@ func (s *Store) TamperTrace(ctx context.Context, id, column string, value any) e
 	defer tx.Rollback()
 	var n int64
 	err = withGuard(ctx, tx, func() error {
-		res, err := tx.ExecContext(ctx, `UPDATE traces SET `+column+` = ? WHERE id = ?`, value, id)
+		res, err := tx.ExecContext(ctx, `UPDATE traces SET `+column+` = ? WHERE id = ?`, value, rid)
 		if err != nil {
 			return err
 		}
@@ -532,7 +537,7 @@ func (s *Store) TamperTrace(ctx context.Context, id, column string, value any) e
 		return wrap("tamper trace", err)
 	}
 	if n == 0 {
-		return fmt.Errorf("tamper trace: trace %s: %w", id, store.ErrNotFound)
+		return fmt.Errorf("tamper trace: trace %s: %w", rid, store.ErrNotFound)
 	}
 	if err := tx.Commit(); err != nil {
 		return wrap("tamper trace", err)

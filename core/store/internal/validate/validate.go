@@ -83,8 +83,10 @@ var TraceColumnNames = func() []string {
 func IsTraceColumn(name string) bool { return slices.Contains(TraceColumnNames, name) }
 
 // Trace checks a trace before insertion and returns it normalised: canonical
-// ids and CreatedAt in UTC at microsecond precision. Nothing else changes,
-// so what is stored is what the caller hashed.
+// (lower-case) ids and CreatedAt in UTC at microsecond precision. Nothing
+// else changes; a caller that hashes rows in that form (as the recorder
+// does) reads back exactly what it hashed. Text fields must be valid UTF-8
+// without NUL bytes, so that both stores keep them.
 func Trace(t store.Trace) (store.Trace, error) {
 	id, ok := ID(t.ID)
 	if !ok {
