@@ -338,7 +338,17 @@ func TestShutdownTracesEveryRequest(t *testing.T) {
 // trace is edited behind Loom's back; key rotation and crypto-shredding
 // keep history verifiable.
 func TestVerifyAndKeys(t *testing.T) {
-	p := startProxy(t)
+	for _, backendName := range []string{"sqlite", "postgres"} {
+		t.Run(backendName, func(t *testing.T) { testVerifyAndKeys(t, backendName) })
+	}
+}
+
+func testVerifyAndKeys(t *testing.T, backendName string) {
+	var extra []string
+	if backendName == "postgres" {
+		extra = storeEnv(t, "postgres")
+	}
+	p := startProxy(t, extra...)
 	for i := 0; i < 20; i++ {
 		p.post(t, "/v1/chat/completions", p.key, chatBody("gpt-ok", false))
 	}
@@ -412,6 +422,30 @@ func TestVerifyAndKeys(t *testing.T) {
 	r := runLoom(t, p.dir, env, "verify")
 	if r.code != 1 || !strings.Contains(r.stdout, "BROKEN") || !strings.Contains(r.stdout, victim) {
 		t.Fatalf("verify after tampering: exit %d\n%s", r.code, r.stdout)
+	}
+
+	// Retention: nothing is older than a year here.
+	if out := mustRun(t, p.dir, env, "retention", "apply", "--older-than", "12mo"); !strings.Contains(out, "retention: 0 traces") {
+		t.Fatalf("retention: %s", out)
+	}
+	if r := runLoom(t, p.dir, env, "retention", "apply", "--older-than", "soon"); r.code != 2 {
+		t.Fatalf("bad age: exit %d", r.code)
+	}
+}
+
+func TestCutoff(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	for age, want := range map[string]time.Time{
+		"90d": now.AddDate(0, 0, -90), "12mo": now.AddDate(0, -12, 0), "2y": now.AddDate(-2, 0, 0),
+	} {
+		if got, err := cutoff(now, age); err != nil || !got.Equal(want) {
+			t.Errorf("cutoff(%q) = %v, %v", age, got, err)
+		}
+	}
+	for _, bad := range []string{"", "12", "-3d", "0mo", "1w", "mo"} {
+		if _, err := cutoff(now, bad); err == nil {
+			t.Errorf("cutoff(%q) accepted", bad)
+		}
 	}
 }
 
