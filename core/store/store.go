@@ -236,3 +236,93 @@ type TraceStore interface {
 	// Tombstones lists the tombstones, oldest first.
 	Tombstones(ctx context.Context) ([]Tombstone, error)
 }
+
+// Scope says whose traces a dashboard query may see: one tenant, or — for
+// the admin token only — every tenant. The zero Scope sees nothing.
+type Scope struct {
+	TenantID string
+	All      bool
+}
+
+// TenantScope is the scope of one tenant.
+func TenantScope(tenantID string) Scope { return Scope{TenantID: tenantID} }
+
+// TraceFilter narrows a trace listing. Zero fields do not filter.
+type TraceFilter struct {
+	Model        string // requested model, exact
+	Status       string
+	Provider     string // provider instance
+	Stream       *bool
+	From, To     time.Time // created_at in [From, To)
+	MinLatencyUS int64
+}
+
+// TraceCursor is a position in the newest-first order (created_at, id):
+// a listing continues with the traces strictly before it, so new traces
+// arriving meanwhile never shift a page.
+type TraceCursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// TraceSummary is a trace without its bodies, for listings.
+type TraceSummary struct {
+	ID, TenantID, RequestID, Endpoint       string
+	Stream                                  bool
+	RequestedModel, UpstreamModel, Provider string
+	Status                                  string
+	HTTPStatus                              int
+	ErrorMessage                            string
+	PromptTokens, CompletionTokens          *int64
+	TotalTokens, CachedPromptTokens         *int64
+	UsageSource                             string
+	CostMicros                              *int64
+	LatencyUS, OverheadUS                   int64
+	TTFBUS, UpstreamUS                      *int64
+	CreatedAt                               time.Time
+}
+
+// Percentiles of a latency distribution, in microseconds.
+type Percentiles struct{ P50, P95, P99 int64 }
+
+// Aggregate is what the analytics report for a set of traces. Errors are
+// traces whose status is not "ok".
+type Aggregate struct {
+	Requests, Errors                            int64
+	PromptTokens, CompletionTokens, TotalTokens int64
+	CachedPromptTokens                          int64
+	CostMicros                                  int64 // sum over priced traces
+	Latency, Overhead                           Percentiles
+}
+
+// ModelAggregate is an Aggregate for one requested model.
+type ModelAggregate struct {
+	Model string
+	Aggregate
+}
+
+// Bucket is one interval of a time series.
+type Bucket struct {
+	Start                   time.Time
+	Requests, Errors        int64
+	TotalTokens, CostMicros int64
+	LatencyP50, LatencyP95  int64 // microseconds
+}
+
+// DashboardStore answers the dashboard. Every method takes the scope and
+// enforces it in the query itself; on PostgreSQL row-level security is a
+// second wall (the scope is set per transaction).
+type DashboardStore interface {
+	// ListTraces returns up to limit summaries, newest first, strictly
+	// before `before` when given.
+	ListTraces(ctx context.Context, s Scope, f TraceFilter, before *TraceCursor, limit int) ([]TraceSummary, error)
+	// TracesSince returns up to limit summaries created strictly after
+	// `after`, oldest first (the live tail).
+	TracesSince(ctx context.Context, s Scope, after TraceCursor, limit int) ([]TraceSummary, error)
+	// ScopedTrace returns one whole trace within the scope; ErrNotFound otherwise.
+	ScopedTrace(ctx context.Context, s Scope, id string) (Trace, error)
+	// Summary aggregates the traces created in [from, to), overall and per requested model.
+	Summary(ctx context.Context, s Scope, from, to time.Time) (Aggregate, []ModelAggregate, error)
+	// Timeseries aggregates [from, to) in buckets of the given width (aligned to it, UTC).
+	Timeseries(ctx context.Context, s Scope, from, to time.Time, bucket time.Duration) ([]Bucket, error)
+}

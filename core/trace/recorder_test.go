@@ -3,6 +3,7 @@ package trace_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -136,9 +137,32 @@ func TestRecorderWritesSealedPricedChainedTraces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(got.Request.Ciphertext, []byte("secret prompt")) {
-		t.Fatal("request stored in plaintext")
+	// Raw SQL on the database file: ciphertext only, and the same prompt
+	// twice never gives the same ciphertext.
+	db, err := sql.Open("sqlite", e.st.Path())
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer db.Close()
+	rows, err := db.Query("SELECT request_ct, response_ct FROM traces")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for rows.Next() {
+		var req, resp []byte
+		if err := rows.Scan(&req, &resp); err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(req, []byte("secret prompt")) || bytes.Contains(resp, []byte(`"content":"hi"`)) {
+			t.Fatal("plaintext in the database")
+		}
+		if seen[string(resp)] {
+			t.Fatal("the same response sealed twice gave the same ciphertext")
+		}
+		seen[string(resp)] = true
+	}
+	rows.Close()
 	plain, err := e.kr.Open(ctx, e.tenant.ID, got.KeyVersion, got.ID, seal.FieldRequest, got.Request)
 	if err != nil || !bytes.Equal(plain, recs[7].Request) {
 		t.Fatalf("open: %v %q", err, plain)

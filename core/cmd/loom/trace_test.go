@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/loom-runtime/loom/core/internal/testpg"
 	"github.com/loom-runtime/loom/core/seal"
@@ -355,6 +356,20 @@ func testVerifyAndKeys(t *testing.T, backendName string) {
 	st := openStore(t, p)
 	waitTraces(t, st, "acme", 20)
 	p.gw.stop(t, syscall.SIGTERM)
+	if backendName == "postgres" {
+		// Raw SQL, as a superuser: ciphertext only.
+		conn, err := pgx.Connect(context.Background(), strings.TrimPrefix(extra[1], "LOOM_STORE_DSN="))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		err = conn.QueryRow(context.Background(),
+			`SELECT count(*) FROM traces WHERE position('hello there'::bytea in request_ct) > 0 OR request_ct IS NULL`).Scan(&n)
+		conn.Close(context.Background())
+		if err != nil || n != 0 {
+			t.Fatalf("raw SQL found %d plaintext or missing request bodies (%v)", n, err)
+		}
+	}
 	if out := mustRun(t, p.dir, p.env, "verify", "--tenant", "acme"); !strings.Contains(out, "OK: 1 chains, 20 traces verified") {
 		t.Fatalf("verify: %s", out)
 	}
