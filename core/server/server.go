@@ -20,6 +20,7 @@ import (
 
 	"github.com/loom-runtime/loom/core/apierror"
 	"github.com/loom-runtime/loom/core/auth"
+	"github.com/loom-runtime/loom/core/dashboard/web"
 	"github.com/loom-runtime/loom/core/router"
 )
 
@@ -52,6 +53,14 @@ type Options struct {
 	// ShutdownTimeout bounds how long in-flight requests may finish after
 	// the serving context ends.
 	ShutdownTimeout time.Duration
+	// Dashboard, when set, mounts the dashboard API (untraced, with its own
+	// authentication) on the root router.
+	Dashboard Dashboard
+}
+
+// Dashboard is an API that registers its own routes (dashboard.API).
+type Dashboard interface {
+	Register(r *mux.Router)
 }
 
 // Server serves Loom's HTTP API.
@@ -95,6 +104,12 @@ func New(o Options) *Server {
 		c.rec.Endpoint = r.URL.Path
 		return s.notFound(w, r)
 	}))
+	if o.Dashboard != nil {
+		o.Dashboard.Register(r)
+	}
+	// The dashboard's web UI, embedded in the binary.
+	r.Handle("/dashboard", http.RedirectHandler("/dashboard/", http.StatusMovedPermanently))
+	r.PathPrefix("/dashboard/").Handler(web.Handler())
 	s.handler = s.requestID(s.accessLog(s.recover(r)))
 	return s
 }

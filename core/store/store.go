@@ -92,6 +92,7 @@ type Store interface {
 	TouchAPIKeys(ctx context.Context, lastUsed map[string]time.Time) error
 
 	TraceStore
+	DashboardStore
 }
 
 // TenantDeleted is the status of a tenant deleted with its keys shredded:

@@ -168,7 +168,7 @@ func (c *cli) key(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
-			k, plain, err := createKey(ctx, st, t, *label)
+			k, plain, err := auth.CreateKey(ctx, st, t.ID, *label)
 			if err != nil {
 				return err
 			}
@@ -223,22 +223,6 @@ func (c *cli) key(ctx context.Context, args []string) error {
 	}
 }
 
-// createKey makes a new key for t and stores its hash; the plain key is
-// returned once and never stored.
-func createKey(ctx context.Context, st store.Store, t store.Tenant, label string) (store.APIKey, string, error) {
-	plain, err := auth.NewKey()
-	if err != nil {
-		return store.APIKey{}, "", err
-	}
-	k, err := st.CreateAPIKey(ctx, store.APIKey{
-		TenantID: t.ID, Label: label, Prefix: auth.DisplayPrefix(plain), Hash: auth.HashKey(plain),
-	})
-	if err != nil {
-		return store.APIKey{}, "", fmt.Errorf("create key: %w", err)
-	}
-	return k, plain, nil
-}
-
 func tenantByName(ctx context.Context, st store.Store, name string) (store.Tenant, error) {
 	t, err := st.TenantByName(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
@@ -248,14 +232,8 @@ func tenantByName(ctx context.Context, st store.Store, name string) (store.Tenan
 }
 
 func validTenantName(name string) error {
-	if name == "" || len(name) > 64 {
-		return usagef("a tenant name has 1 to 64 characters")
-	}
-	for i, r := range name {
-		ok := (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || (i > 0 && (r == '-' || r == '_'))
-		if !ok {
-			return usagef("tenant name %q: use lower-case letters, digits, '-' and '_' (not first)", name)
-		}
+	if err := auth.ValidateTenantName(name); err != nil {
+		return usagef("%v", err)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/loom-runtime/loom/core/auth"
 	"github.com/loom-runtime/loom/core/config"
 	"github.com/loom-runtime/loom/core/store"
 )
@@ -81,7 +82,7 @@ func (c *cli) bootstrapDevTenant(ctx context.Context, cfg *config.Config, st sto
 	if err != nil {
 		return fmt.Errorf("bootstrap dev tenant: %w", err)
 	}
-	k, plain, err := createKey(ctx, st, t, "bootstrap")
+	k, plain, err := auth.CreateKey(ctx, st, t.ID, "bootstrap")
 	if err != nil {
 		return fmt.Errorf("bootstrap dev tenant: %w", err)
 	}

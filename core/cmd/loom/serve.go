@@ -10,6 +10,7 @@ import (
 
 	"github.com/loom-runtime/loom/core/auth"
 	"github.com/loom-runtime/loom/core/config"
+	"github.com/loom-runtime/loom/core/dashboard"
 	"github.com/loom-runtime/loom/core/pluginhost"
 	"github.com/loom-runtime/loom/core/pricing"
 	"github.com/loom-runtime/loom/core/router"
@@ -108,6 +109,17 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	go func() { defer wg.Done(); authn.Run(authCtx) }()
 	defer func() { stopAuth(); wg.Wait() }()
 
+	dash := dashboard.New(dashboard.Options{
+		Store:      st,
+		Auth:       authn,
+		Keyring:    keyring,
+		AdminToken: cfg.AdminToken,
+		Logger:     log.Named("dashboard"),
+	})
+	// Live tails end as soon as shutdown starts, so they do not hold it up.
+	stopDash := context.AfterFunc(ctx, dash.Close)
+	defer stopDash()
+
 	srv := server.New(server.Options{
 		Store:             st,
 		Auth:              authn,
@@ -122,6 +134,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
 		IdleTimeout:       cfg.Server.IdleTimeout,
 		ShutdownTimeout:   cfg.Server.ShutdownTimeout,
+		Dashboard:         dash,
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

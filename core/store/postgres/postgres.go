@@ -1,4 +1,9 @@
 // Package postgres implements store.Store on PostgreSQL through a pgx connection pool.
+//
+// The traces table is behind row-level security (migration 0003): every
+// method that touches it sets its scope for its own transaction (scope.go).
+// The policies bind only a role that is neither a superuser nor BYPASSRLS;
+// 0003_dashboard.sql says which role to connect as and what to grant it.
 package postgres
 
 import (
@@ -99,12 +104,21 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, MigrationLockID); err != nil {
 		return fmt.Errorf("migrate: lock: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    integer     PRIMARY KEY,
-		name       text        NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now()
-	)`); err != nil {
-		return fmt.Errorf("migrate: create schema_migrations: %w", err)
+	// Created only when missing: CREATE TABLE IF NOT EXISTS needs the CREATE
+	// privilege even when the table exists, which a serving role without
+	// ownership (see 0003_dashboard.sql) does not have.
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
+		return fmt.Errorf("migrate: look for schema_migrations: %w", err)
+	}
+	if !exists {
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    integer     PRIMARY KEY,
+			name       text        NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now()
+		)`); err != nil {
+			return fmt.Errorf("migrate: create schema_migrations: %w", err)
+		}
 	}
 	rows, err := tx.Query(ctx, `SELECT version FROM schema_migrations`)
 	if err != nil {

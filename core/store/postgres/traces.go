@@ -122,7 +122,8 @@ func (s *Store) ensureMonths(ctx context.Context, rows []store.Trace) error {
 }
 
 func (s *Store) insertTraces(ctx context.Context, rows []store.Trace) (int, error) {
-	tx, err := s.pool.Begin(ctx)
+	// The writer scope may insert any tenant's rows (and read none).
+	tx, err := s.beginScoped(ctx, writerScope, false)
 	if err != nil {
 		return 0, err
 	}
@@ -200,12 +201,10 @@ func (s *Store) ChainTraces(ctx context.Context, chainID string, afterSeq int64,
 	if !ok || limit < 1 {
 		return []store.Trace{}, nil
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+traceColumns+` FROM traces
+	// A chain spans the tenants its recorder served: verification reads
+	// them all.
+	return scopedRows(ctx, s, allScope, "chain traces", scanTrace, `SELECT `+traceColumns+` FROM traces
 		WHERE chain_id = $1 AND chain_seq > $2 ORDER BY chain_seq, created_at, id LIMIT $3`, id, afterSeq, limit)
-	if err != nil {
-		return nil, wrap("chain traces", err)
-	}
-	return collect(rows, "chain traces", scanTrace)
 }
 
 // Trace returns one trace of the tenant.
@@ -215,8 +214,13 @@ func (s *Store) Trace(ctx context.Context, tenantID, id string) (store.Trace, er
 	if !ok1 || !ok2 {
 		return store.Trace{}, fmt.Errorf("trace %q: %w", id, store.ErrNotFound)
 	}
-	t, err := scanTrace(s.pool.QueryRow(ctx, `SELECT `+traceColumns+` FROM traces
-		WHERE tenant_id = $1 AND id = $2 LIMIT 1`, tid, rid))
+	var t store.Trace
+	err := s.inScope(ctx, tenantScope(tid), true, func(tx pgx.Tx) error {
+		var err error
+		t, err = scanTrace(tx.QueryRow(ctx, `SELECT `+traceColumns+` FROM traces
+			WHERE tenant_id = $1 AND id = $2 LIMIT 1`, tid, rid))
+		return err
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Trace{}, fmt.Errorf("trace %s: %w", rid, store.ErrNotFound)
 	}
@@ -233,7 +237,9 @@ func (s *Store) CountTraces(ctx context.Context, tenantID string) (int64, error)
 		return 0, nil
 	}
 	var n int64
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM traces WHERE tenant_id = $1`, id).Scan(&n); err != nil {
+	if err := s.inScope(ctx, tenantScope(id), true, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT count(*) FROM traces WHERE tenant_id = $1`, id).Scan(&n)
+	}); err != nil {
 		return 0, wrap("count traces", err)
 	}
 	return n, nil
@@ -245,15 +251,11 @@ func (s *Store) TraceIDs(ctx context.Context, tenantID string) ([]string, error)
 	if !ok {
 		return []string{}, nil
 	}
-	rows, err := s.pool.Query(ctx, `SELECT id FROM traces WHERE tenant_id = $1 ORDER BY created_at, id`, id)
-	if err != nil {
-		return nil, wrap("trace ids", err)
-	}
-	return collect(rows, "trace ids", func(r pgx.Row) (string, error) {
+	return scopedRows(ctx, s, tenantScope(id), "trace ids", func(r pgx.Row) (string, error) {
 		var id string
 		err := r.Scan(&id)
 		return id, err
-	})
+	}, `SELECT id FROM traces WHERE tenant_id = $1 ORDER BY created_at, id`, id)
 }
 
 // AddTenantKey stores a new key version (CreatedAt defaults to now).
@@ -441,7 +443,8 @@ func (s *Store) ApplyRetention(ctx context.Context, before time.Time) ([]store.T
 }
 
 func (s *Store) applyRetention(ctx context.Context, cutoff time.Time) ([]store.Tombstone, error) {
-	tx, err := s.pool.Begin(ctx)
+	// The tombstones count every tenant's rows of the dropped partitions.
+	tx, err := s.beginScoped(ctx, allScope, false)
 	if err != nil {
 		return nil, err
 	}
@@ -580,7 +583,7 @@ func (s *Store) TamperTrace(ctx context.Context, id, column string, value any) e
 	if !ok {
 		return fmt.Errorf("tamper trace: trace %q: %w", id, store.ErrNotFound)
 	}
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.beginScoped(ctx, allScope, false)
 	if err != nil {
 		return wrap("tamper trace", err)
 	}
@@ -603,17 +606,26 @@ func (s *Store) TamperTrace(ctx context.Context, id, column string, value any) e
 
 // collect scans every row with scan, closing rows; never nil on success.
 func collect[T any](rows pgx.Rows, op string, scan func(pgx.Row) (T, error)) ([]T, error) {
+	out, err := collectRows(rows, scan)
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	return out, nil
+}
+
+// collectRows is collect without wrapping the error.
+func collectRows[T any](rows pgx.Rows, scan func(pgx.Row) (T, error)) ([]T, error) {
 	defer rows.Close()
 	out := []T{}
 	for rows.Next() {
 		v, err := scan(rows)
 		if err != nil {
-			return nil, wrap(op, err)
+			return nil, err
 		}
 		out = append(out, v)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, wrap(op, err)
+		return nil, err
 	}
 	return out, nil
 }

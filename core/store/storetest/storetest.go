@@ -22,6 +22,32 @@ import (
 // called from parallel subtests. The store must also implement Execer,
 // Tamperer and Dialecter (the trace tests use them to go behind its back).
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	RunWith(t, open, Options{})
+}
+
+// Options tell the suite what the store's database role cannot do; the
+// tests that need it are skipped. The zero Options: a role that can do
+// everything (a superuser on PostgreSQL).
+type Options struct {
+	// NotSuperuser: the role cannot bypass the immutability triggers
+	// (TamperTrace fails), and on PostgreSQL row-level security applies to
+	// it, so a raw statement that sets no scope sees no trace.
+	NotSuperuser bool
+	// NotOwner: the role does not own the traces table, so retention
+	// cannot drop partitions.
+	NotOwner bool
+}
+
+// needs names what a test requires beyond plain reads and writes.
+type needs int
+
+const (
+	needsSuperuser needs = 1 << iota
+	needsOwner
+)
+
+// RunWith is Run for a store whose role lacks what o says.
+func RunWith(t *testing.T, open func(t *testing.T) store.Store, o Options) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s store.Store)
@@ -55,13 +81,31 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentDuplicateTenant", testConcurrentDuplicate},
 	}
-	for _, tc := range append(tests, traceTests...) {
+	all := make([]suiteTest, 0, len(tests)+len(traceTests)+len(dashboardTests))
+	for _, tc := range tests {
+		all = append(all, suiteTest{name: tc.name, fn: tc.fn})
+	}
+	all = append(append(all, traceTests...), dashboardTests...)
+	for _, tc := range all {
 		t.Run(tc.name, func(t *testing.T) {
+			if o.NotSuperuser && tc.needs&needsSuperuser != 0 {
+				t.Skip("needs a superuser")
+			}
+			if o.NotOwner && tc.needs&needsOwner != 0 {
+				t.Skip("needs the owner of the traces table")
+			}
 			t.Parallel()
 			s := open(t)
 			tc.fn(t, s)
 		})
 	}
+}
+
+// suiteTest is one test of the suite and what it needs of the role.
+type suiteTest struct {
+	name  string
+	fn    func(t *testing.T, s store.Store)
+	needs needs
 }
 
 // sameTime reports whether a and b are the same instant at microsecond

@@ -36,25 +36,22 @@ type Dialecter interface {
 	Dialect() string
 }
 
-var traceTests = []struct {
-	name string
-	fn   func(t *testing.T, s store.Store)
-}{
-	{"TraceRoundTrip", testTraceRoundTrip},
-	{"InsertTracesIdempotent", testInsertIdempotent},
-	{"InsertTracesRejects", testInsertRejects},
-	{"TraceTenantScoping", testTraceTenantScoping},
-	{"Chains", testChains},
-	{"ChainTracesPaging", testChainTracesPaging},
-	{"TracesImmutable", testTracesImmutable},
-	{"TamperTrace", testTamperTrace},
-	{"TenantKeyLifecycle", testTenantKeyLifecycle},
-	{"ShredTenant", testShredTenant},
-	{"Retention", testRetention},
-	{"RetentionKeepsPartialMonth", testRetentionPartialMonth},
-	{"PartitionsAhead", testPartitionsAhead},
-	{"InsertOldMonth", testInsertOldMonth},
-	{"ConcurrentInsertTraces", testConcurrentInsertTraces},
+var traceTests = []suiteTest{
+	{name: "TraceRoundTrip", fn: testTraceRoundTrip},
+	{name: "InsertTracesIdempotent", fn: testInsertIdempotent},
+	{name: "InsertTracesRejects", fn: testInsertRejects},
+	{name: "TraceTenantScoping", fn: testTraceTenantScoping},
+	{name: "Chains", fn: testChains},
+	{name: "ChainTracesPaging", fn: testChainTracesPaging},
+	{name: "TracesImmutable", fn: testTracesImmutable, needs: needsSuperuser},
+	{name: "TamperTrace", fn: testTamperTrace, needs: needsSuperuser},
+	{name: "TenantKeyLifecycle", fn: testTenantKeyLifecycle},
+	{name: "ShredTenant", fn: testShredTenant},
+	{name: "Retention", fn: testRetention, needs: needsOwner},
+	{name: "RetentionKeepsPartialMonth", fn: testRetentionPartialMonth, needs: needsOwner},
+	{name: "PartitionsAhead", fn: testPartitionsAhead},
+	{name: "InsertOldMonth", fn: testInsertOldMonth},
+	{name: "ConcurrentInsertTraces", fn: testConcurrentInsertTraces},
 }
 
 func randBytes(t testing.TB, n int) []byte {

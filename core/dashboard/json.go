@@ -1,0 +1,178 @@
+package dashboard
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+
+	"github.com/loom-runtime/loom/core/store"
+)
+
+// timeFormat is RFC 3339 in UTC with microseconds, the precision of the store.
+const timeFormat = "2006-01-02T15:04:05.000000Z07:00"
+
+// stamp formats t in UTC with microseconds.
+type stamp time.Time
+
+func (s stamp) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Time(s).UTC().Format(timeFormat) + `"`), nil
+}
+
+// ms converts microseconds to milliseconds (3 decimals, exactly).
+func ms(us int64) float64 { return float64(us) / 1000 }
+
+func msPtr(us *int64) *float64 {
+	if us == nil {
+		return nil
+	}
+	v := ms(*us)
+	return &v
+}
+
+// usd converts micro-dollars to dollars.
+func usd(micros int64) float64 { return float64(micros) / 1e6 }
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+type tokensJSON struct {
+	Prompt     *int64 `json:"prompt"`
+	Completion *int64 `json:"completion"`
+	Total      *int64 `json:"total"`
+	Cached     *int64 `json:"cached"`
+}
+
+// summaryJSON is a trace in a listing (and the first half of a detail).
+type summaryJSON struct {
+	ID            string     `json:"id"`
+	Tenant        string     `json:"tenant"`
+	RequestID     string     `json:"request_id"`
+	Endpoint      string     `json:"endpoint"`
+	Stream        bool       `json:"stream"`
+	Model         string     `json:"model"`
+	UpstreamModel string     `json:"upstream_model"`
+	Provider      string     `json:"provider"`
+	Status        string     `json:"status"`
+	HTTPStatus    int        `json:"http_status"`
+	Error         *string    `json:"error"`
+	Tokens        tokensJSON `json:"tokens"`
+	UsageSource   string     `json:"usage_source"`
+	CostMicros    *int64     `json:"cost_micros"`
+	CostUSD       *float64   `json:"cost_usd"`
+	LatencyMS     float64    `json:"latency_ms"`
+	TTFBMS        *float64   `json:"ttfb_ms"`
+	UpstreamMS    *float64   `json:"upstream_ms"`
+	OverheadMS    float64    `json:"overhead_ms"`
+	CreatedAt     stamp      `json:"created_at"`
+}
+
+func summaryOf(s store.TraceSummary, tenant string) summaryJSON {
+	out := summaryJSON{
+		ID: s.ID, Tenant: tenant, RequestID: s.RequestID, Endpoint: s.Endpoint, Stream: s.Stream,
+		Model: s.RequestedModel, UpstreamModel: s.UpstreamModel, Provider: s.Provider,
+		Status: s.Status, HTTPStatus: s.HTTPStatus, Error: nullable(s.ErrorMessage),
+		Tokens: tokensJSON{Prompt: s.PromptTokens, Completion: s.CompletionTokens, Total: s.TotalTokens,
+			Cached: s.CachedPromptTokens},
+		UsageSource: s.UsageSource, CostMicros: s.CostMicros,
+		LatencyMS: ms(s.LatencyUS), TTFBMS: msPtr(s.TTFBUS), UpstreamMS: msPtr(s.UpstreamUS),
+		OverheadMS: ms(s.OverheadUS), CreatedAt: stamp(s.CreatedAt),
+	}
+	if s.CostMicros != nil {
+		v := usd(*s.CostMicros)
+		out.CostUSD = &v
+	}
+	return out
+}
+
+// summaryOfTrace is the summary of a whole trace.
+func summaryOfTrace(t *store.Trace) store.TraceSummary {
+	return store.TraceSummary{
+		ID: t.ID, TenantID: t.TenantID, RequestID: t.RequestID, Endpoint: t.Endpoint, Stream: t.Stream,
+		RequestedModel: t.RequestedModel, UpstreamModel: t.UpstreamModel, Provider: t.ProviderInstance,
+		Status: t.Status, HTTPStatus: t.HTTPStatus, ErrorMessage: t.ErrorMessage,
+		PromptTokens: t.PromptTokens, CompletionTokens: t.CompletionTokens, TotalTokens: t.TotalTokens,
+		CachedPromptTokens: t.CachedPromptTokens, UsageSource: t.UsageSource, CostMicros: t.CostMicros,
+		LatencyUS: t.LatencyUS, OverheadUS: t.OverheadUS, TTFBUS: t.TTFBUS, UpstreamUS: t.UpstreamUS,
+		CreatedAt: t.CreatedAt,
+	}
+}
+
+type pluginJSON struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+type chainJSON struct {
+	ID   string `json:"id"`
+	Seq  int64  `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// detailJSON is one whole trace.
+type detailJSON struct {
+	summaryJSON
+	Plugin         *pluginJSON `json:"plugin"`
+	PriceVersion   *string     `json:"price_version"`
+	ConfigHash     *string     `json:"config_hash"`
+	KeyVersion     int         `json:"key_version"`
+	UpstreamTTFBMS *float64    `json:"upstream_ttfb_ms"`
+	Request        any         `json:"request"`
+	Response       any         `json:"response"`
+	Message        any         `json:"message"`
+	Chain          chainJSON   `json:"chain"`
+	Readable       bool        `json:"readable"`
+}
+
+func detailOf(t *store.Trace, tenant string) detailJSON {
+	d := detailJSON{
+		summaryJSON:    summaryOf(summaryOfTrace(t), tenant),
+		PriceVersion:   nullable(t.PriceVersion),
+		ConfigHash:     nullable(t.ConfigHash),
+		KeyVersion:     t.KeyVersion,
+		UpstreamTTFBMS: msPtr(t.UpstreamTTFBUS),
+		Chain:          chainJSON{ID: t.ChainID, Seq: t.ChainSeq, Hash: hex.EncodeToString(t.Hash)},
+	}
+	if t.PluginName != "" || t.PluginVersion != "" {
+		d.Plugin = &pluginJSON{Name: t.PluginName, Version: t.PluginVersion}
+	}
+	return d
+}
+
+// jsonOrString shows a body as JSON when it is JSON, else as a string; an
+// absent body is null.
+func jsonOrString(b []byte) any {
+	switch {
+	case b == nil:
+		return nil
+	case json.Valid(b):
+		return json.RawMessage(b)
+	default:
+		return string(b)
+	}
+}
+
+func text(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
+}
+
+// summaries converts store rows for the view, dropping (and logging) any
+// row outside its scope.
+func (a *API) summaries(ctx context.Context, v view, rows []store.TraceSummary) []summaryJSON {
+	out := make([]summaryJSON, 0, len(rows))
+	for _, s := range rows {
+		if !v.allows(s.TenantID) {
+			a.log.Error("store returned a trace outside the request's scope; dropped", "trace", s.ID)
+			continue
+		}
+		out = append(out, summaryOf(s, v.names.name(ctx, s.TenantID)))
+	}
+	return out
+}
