@@ -10,8 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -169,8 +167,7 @@ func startGateway(t *testing.T) *gateway {
 }
 
 // dashboardURL is where the browser opens the dashboard: the gateway's own
-// /dashboard/ once core/server mounts web.Handler(); until then a local
-// server that serves web.Handler() and proxies everything else to the gateway.
+// /dashboard/, which must serve the embedded UI.
 func (g *gateway) dashboardURL(t *testing.T) string {
 	t.Helper()
 	resp, err := http.Get(g.url + web.Prefix)
@@ -179,20 +176,10 @@ func (g *gateway) dashboardURL(t *testing.T) string {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte(`src="js/app.js"`)) {
-		return g.url + web.Prefix
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`src="js/app.js"`)) {
+		t.Fatalf("the gateway does not serve the dashboard at %s (status %d)", web.Prefix, resp.StatusCode)
 	}
-	t.Logf("the gateway does not serve %s (status %d): serving web.Handler() from the test, proxying the rest", web.Prefix, resp.StatusCode)
-	target, _ := url.Parse(g.url)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.FlushInterval = -1 // the live tail streams
-	mux := http.NewServeMux()
-	mux.Handle(web.Prefix, web.Handler())
-	mux.Handle(strings.TrimSuffix(web.Prefix, "/"), web.Handler())
-	mux.Handle("/", proxy)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv.URL + web.Prefix
+	return g.url + web.Prefix
 }
 
 // chat sends one chat completion and returns the status, the request id
