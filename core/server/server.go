@@ -4,12 +4,16 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +60,18 @@ type Options struct {
 	// Dashboard, when set, mounts the dashboard API (untraced, with its own
 	// authentication) on the root router.
 	Dashboard Dashboard
+	// Metrics observes every traced request (nil: not observed).
+	Metrics RequestObserver
+	// MetricsHandler serves /metrics; it and /debug/pprof/ require
+	// Authorization: Bearer AdminToken, and are off without an admin token.
+	MetricsHandler http.Handler
+	AdminToken     string
+}
+
+// RequestObserver records finished requests (metrics.Metrics).
+type RequestObserver interface {
+	// ObserveRequest: overhead < 0 means no upstream call happened.
+	ObserveRequest(tenant, model, status string, total, overhead time.Duration)
 }
 
 // Dashboard is an API that registers its own routes (dashboard.API).
@@ -107,6 +123,17 @@ func New(o Options) *Server {
 	if o.Dashboard != nil {
 		o.Dashboard.Register(r)
 	}
+	// Operations endpoints, behind the admin token.
+	if o.MetricsHandler != nil {
+		r.Handle("/metrics", s.adminOnly(o.MetricsHandler)).Methods(http.MethodGet)
+	}
+	pp := http.NewServeMux()
+	pp.HandleFunc("/debug/pprof/", pprof.Index)
+	pp.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	pp.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	pp.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	pp.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	r.PathPrefix("/debug/pprof/").Handler(s.adminOnly(pp))
 	// The dashboard's web UI, embedded in the binary.
 	r.Handle("/dashboard", http.RedirectHandler("/dashboard/", http.StatusMovedPermanently))
 	r.PathPrefix("/dashboard/").Handler(web.Handler())
@@ -277,6 +304,27 @@ func (s *Server) recover(next http.Handler) http.Handler {
 			}
 			apierror.Write(w, apierror.Internal(fmt.Errorf("panic: %v", v)))
 		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// adminOnly lets through requests bearing the admin token; without an
+// admin token configured the endpoint does not exist.
+func (s *Server) adminOnly(next http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(s.o.AdminToken))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.o.AdminToken == "" {
+			s.writeError(w, apierror.New(http.StatusNotFound, apierror.TypeInvalidRequest, "unknown_url",
+				"This endpoint needs LOOM_ADMIN_TOKEN to be set."))
+			return
+		}
+		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+		if !strings.EqualFold(scheme, "bearer") || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			s.writeError(w, apierror.New(http.StatusUnauthorized, apierror.TypeInvalidRequest, "invalid_api_key",
+				"This endpoint needs Authorization: Bearer <LOOM_ADMIN_TOKEN>."))
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -26,6 +26,7 @@ type Recorder interface {
 // capture is the trace of one request, filled in as the request goes.
 type capture struct {
 	rec       *trace.Record
+	tenant    string // the tenant's name, for metrics
 	maxBody   int64
 	submitted bool
 }
@@ -66,7 +67,7 @@ func (s *Server) traced(endpoint string, h tracedFunc) http.Handler {
 		if err != nil {
 			id = uuid.New()
 		}
-		c := &capture{maxBody: s.o.MaxTraceBodyBytes, rec: &trace.Record{
+		c := &capture{maxBody: s.o.MaxTraceBodyBytes, tenant: p.TenantName, rec: &trace.Record{
 			ID: id.String(), TenantID: p.TenantID, RequestID: RequestID(r.Context()), Endpoint: endpoint,
 			Start: start, ConfigHash: s.o.ConfigHash,
 		}}
@@ -137,6 +138,13 @@ func (s *Server) commit(c *capture, status int) {
 		rec.HTTPStatus = status
 	}
 	rec.End = time.Now()
+	if s.o.Metrics != nil {
+		total, overhead := rec.End.Sub(rec.Start), time.Duration(-1)
+		if rec.Upstream > 0 {
+			overhead = max(0, total-rec.Upstream)
+		}
+		s.o.Metrics.ObserveRequest(c.tenant, rec.RequestedModel, rec.Status, total, overhead)
+	}
 	s.o.Recorder.Submit(rec)
 	if err := rec.Durable(); err != nil {
 		s.log.Error("trace not durable", "trace_id", rec.ID, "error", err)

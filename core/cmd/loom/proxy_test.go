@@ -386,6 +386,28 @@ func TestProxy(t *testing.T) {
 		}
 	})
 
+	t.Run("metrics and pprof behind the admin token", func(t *testing.T) {
+		if code, _ := get(t, p.gw.url+"/metrics"); code != 401 {
+			t.Fatalf("/metrics without the admin token: %d", code)
+		}
+		if code, _ := get(t, p.gw.url+"/metrics", "Authorization", "Bearer "+p.key); code != 401 {
+			t.Fatalf("/metrics with a tenant key: %d", code)
+		}
+		code, body := get(t, p.gw.url+"/metrics", "Authorization", "Bearer admin-token-secret")
+		for _, want := range []string{`loom_requests_total{model="gpt-ok",status="ok",tenant="acme"}`, "loom_gateway_overhead_seconds_bucket",
+			"loom_trace_queue_depth", "loom_traces_written_total", `loom_plugin_restarts_total{provider="echo"}`} {
+			if code != 200 || !strings.Contains(body, want) {
+				t.Fatalf("/metrics %d lacks %s", code, want)
+			}
+		}
+		if code, _ := get(t, p.gw.url+"/debug/pprof/", "Authorization", "Bearer admin-token-secret"); code != 200 {
+			t.Fatalf("pprof with the admin token: %d", code)
+		}
+		if code, _ := get(t, p.gw.url+"/debug/pprof/heap"); code != 401 {
+			t.Fatalf("pprof without the admin token: %d", code)
+		}
+	})
+
 	t.Run("errors", func(t *testing.T) {
 		chat := func(model string) string {
 			return `{"model":"` + model + `","messages":[{"role":"user","content":"hi"}]}`

@@ -11,6 +11,7 @@ import (
 	"github.com/loom-runtime/loom/core/auth"
 	"github.com/loom-runtime/loom/core/config"
 	"github.com/loom-runtime/loom/core/dashboard"
+	"github.com/loom-runtime/loom/core/metrics"
 	"github.com/loom-runtime/loom/core/pluginhost"
 	"github.com/loom-runtime/loom/core/pricing"
 	"github.com/loom-runtime/loom/core/router"
@@ -120,6 +121,14 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	stopDash := context.AfterFunc(ctx, dash.Close)
 	defer stopDash()
 
+	mx := metrics.New()
+	mx.WatchRecorder(func() metrics.RecorderStats {
+		st := rec.Stats()
+		return metrics.RecorderStats{QueueDepth: st.QueueDepth, SpoolBytes: st.SpoolBytes, Written: st.Written, Spooled: st.Spooled, Failed: st.Failed}
+	})
+	for _, inst := range host.Instances() {
+		mx.WatchPlugin(inst.Name(), inst.Restarts)
+	}
 	srv := server.New(server.Options{
 		Store:             st,
 		Auth:              authn,
@@ -127,6 +136,9 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		Providers:         hostProviders{host},
 		MaxBodyBytes:      cfg.Server.MaxBodyBytes,
 		Recorder:          rec,
+		Metrics:           mx,
+		MetricsHandler:    mx.Handler(),
+		AdminToken:        cfg.AdminToken,
 		HoldDone:          cfg.Trace.Durability == trace.Sync,
 		MaxTraceBodyBytes: cfg.Trace.MaxBodyBytes,
 		ConfigHash:        cfg.Hash,
