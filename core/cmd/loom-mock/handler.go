@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config controls the shape of mock responses.
+type Config struct {
+	Latency  time.Duration // before non-stream body / first stream chunk
+	Chunks   int           // content chunks per stream
+	ChunkGap time.Duration // delay between content chunks
+}
+
+// Handler serves the mock OpenAI API with precomputed bodies.
+type Handler struct {
+	cfg Config
+
+	completion    []byte // non-stream chat.completion JSON
+	completionLen string
+	models        []byte
+	modelsLen     string
+	roleChunk     []byte // first SSE event (role)
+	contentChunk  []byte // one content SSE event, reused Chunks times
+	finishChunk   []byte // finish_reason SSE event
+	usageChunk    []byte // usage SSE event
+	done          []byte // data: [DONE]
+}
+
+const (
+	mockID      = "chatcmpl-loommock"
+	mockModel   = "mock-model"
+	mockCreated = 1700000000
+	// Token counts reported in usage.
+	promptTokens = 10
+)
+
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+var (
+	hdrJSON        = []string{"application/json"}
+	hdrSSE         = []string{"text/event-stream"}
+	hdrNoCache     = []string{"no-cache"}
+	hdrKeepAlive   = []string{"keep-alive"}
+	streamTrue     = []byte(`"stream":true`)
+	streamTrueSp   = []byte(`"stream": true`)
+	includeUsage   = []byte(`"include_usage":true`)
+	includeUsageSp = []byte(`"include_usage": true`)
+)
+
+// NewHandler precomputes every response body for cfg.
+func NewHandler(cfg Config) *Handler {
+	h := &Handler{cfg: cfg}
+	completionTokens := cfg.Chunks
+	if completionTokens == 0 {
+		completionTokens = 1
+	}
+	total := promptTokens + completionTokens
+	usage := `{"prompt_tokens":` + strconv.Itoa(promptTokens) +
+		`,"completion_tokens":` + strconv.Itoa(completionTokens) +
+		`,"total_tokens":` + strconv.Itoa(total) + `}`
+	head := `{"id":"` + mockID + `","object":"chat.completion.chunk","created":` +
+		strconv.Itoa(mockCreated) + `,"model":"` + mockModel + `",`
+
+	h.completion = []byte(`{"id":"` + mockID + `","object":"chat.completion","created":` +
+		strconv.Itoa(mockCreated) + `,"model":"` + mockModel +
+		`","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+		strings.Repeat("tok ", completionTokens) +
+		`"},"finish_reason":"stop"}],"usage":` + usage + "}\n")
+	h.completionLen = strconv.Itoa(len(h.completion))
+	h.models = []byte(`{"object":"list","data":[{"id":"` + mockModel +
+		`","object":"model","created":` + strconv.Itoa(mockCreated) + `,"owned_by":"loom-mock"}]}` + "\n")
+	h.modelsLen = strconv.Itoa(len(h.models))
+	h.roleChunk = []byte("data: " + head +
+		`"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}` + "\n\n")
+	h.contentChunk = []byte("data: " + head +
+		`"choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}` + "\n\n")
+	h.finishChunk = []byte("data: " + head +
+		`"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}` + "\n\n")
+	h.usageChunk = []byte("data: " + head + `"choices":[],"usage":` + usage + "}\n\n")
+	h.done = []byte("data: [DONE]\n\n")
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	switch {
+	case p == "/v1/chat/completions" || p == "/chat/completions" ||
+		(strings.HasPrefix(p, "/openai/deployments/") && strings.HasSuffix(p, "/chat/completions")):
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, `{"error":{"message":"method not allowed"}}`, http.StatusMethodNotAllowed)
+			return
+		}
+		h.chat(w, r)
+	case p == "/v1/models" || p == "/models":
+		hd := w.Header()
+		hd["Content-Type"] = hdrJSON
+		hd["Content-Length"] = []string{h.modelsLen}
+		_, _ = w.Write(h.models)
+	default:
+		w.Header()["Content-Type"] = hdrJSON
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, `{"error":{"message":"not found","type":"invalid_request_error"}}`+"\n")
+	}
+}
+
+func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
+	bp := bodyPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() {
+		if cap(buf) <= 1<<20 { // don't retain huge buffers
+			*bp = buf[:0]
+			bodyPool.Put(bp)
+		}
+	}()
+	var err error
+	buf, err = readAll(r.Body, buf)
+	if err != nil {
+		http.Error(w, `{"error":{"message":"bad body"}}`, http.StatusBadRequest)
+		return
+	}
+	stream := bytes.Contains(buf, streamTrue) || bytes.Contains(buf, streamTrueSp)
+	if !stream {
+		if !sleep(r, h.cfg.Latency) {
+			return
+		}
+		hd := w.Header()
+		hd["Content-Type"] = hdrJSON
+		hd["Content-Length"] = []string{h.completionLen}
+		_, _ = w.Write(h.completion)
+		return
+	}
+	usage := bytes.Contains(buf, includeUsage) || bytes.Contains(buf, includeUsageSp)
+	h.stream(w, r, usage)
+}
+
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request, usage bool) {
+	fl, _ := w.(http.Flusher)
+	flush := func() {
+		if fl != nil {
+			fl.Flush()
+		}
+	}
+	hd := w.Header()
+	hd["Content-Type"] = hdrSSE
+	hd["Cache-Control"] = hdrNoCache
+	hd["Connection"] = hdrKeepAlive
+	if !sleep(r, h.cfg.Latency) {
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(h.roleChunk); err != nil {
+		return
+	}
+	flush()
+	for i := 0; i < h.cfg.Chunks; i++ {
+		if i > 0 && !sleep(r, h.cfg.ChunkGap) {
+			return
+		}
+		if _, err := w.Write(h.contentChunk); err != nil {
+			return
+		}
+		flush()
+	}
+	_, _ = w.Write(h.finishChunk)
+	flush()
+	if usage {
+		_, _ = w.Write(h.usageChunk)
+		flush()
+	}
+	_, _ = w.Write(h.done)
+	flush()
+}
+
+// sleep waits d or until the request is cancelled; it reports whether
+// the caller should continue.
+func sleep(r *http.Request, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+// readAll appends r to buf, capping at 64 MiB.
+func readAll(r io.Reader, buf []byte) ([]byte, error) {
+	const limit = 64 << 20
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) >= limit {
+				return buf, io.ErrShortBuffer
+			}
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}

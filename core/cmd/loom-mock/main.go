@@ -1,0 +1,82 @@
+// Command loom-mock is a fast OpenAI-compatible mock upstream used for
+// benchmarking Loom. It serves precomputed responses with configurable
+// latency and streaming shape.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "loom-mock:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("loom-mock", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:8089", "listen address (use :0 for a random port)")
+	latency := fs.Duration("latency", 0, "delay before a non-stream response / the first stream chunk")
+	chunks := fs.Int("chunks", 20, "number of content chunks per streamed response")
+	gap := fs.Duration("chunk-gap", 0, "delay between streamed chunks")
+	printAddr := fs.Bool("print-addr", false, "print 'listening on ADDR' to stdout once listening")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *chunks < 0 {
+		return errors.New("-chunks must be >= 0")
+	}
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := newServer(NewHandler(Config{Latency: *latency, Chunks: *chunks, ChunkGap: *gap}))
+	if *printAddr {
+		fmt.Printf("listening on %s\n", ln.Addr())
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Printf("loom-mock: shutdown: %v", err)
+		_ = srv.Close()
+	}
+	return nil
+}
+
+// newServer returns an http.Server tuned for high request rates.
+func newServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          log.New(os.Stderr, "loom-mock: ", 0),
+	}
+}
