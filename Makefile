@@ -5,7 +5,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # Every directory under plugins/ with a main package becomes bin/plugins/loom-provider-<dir>.
 PLUGINS := $(patsubst plugins/%/,%,$(dir $(wildcard plugins/*/main.go)))
 
-.PHONY: all build run test vet fmt-check clean proto proto-check
+.PHONY: all build run test vet fmt-check clean proto proto-check bench
 
 all: build
 
@@ -40,6 +40,15 @@ test: fmt-check vet proto-check build
 
 clean:
 	rm -rf bin
+
+# Overhead benchmark: mock upstream direct vs a bare reverse proxy (loom-floor)
+# vs Loom (SQLite, and PostgreSQL when initdb/pg_ctl exist). ~2–3 minutes.
+# Extra flags: make bench BENCH_FLAGS='-duration 30s -postgres=false'.
+bench: build
+	$(GO) build -o bin/loom-mock ./core/cmd/loom-mock
+	$(GO) build -o bin/loom-bench ./core/cmd/loom-bench
+	$(GO) build -o bin/loom-floor ./core/cmd/loom-floor
+	$(GO) run ./core/cmd/loom-benchsuite $(BENCH_FLAGS)
 
 # Protocol code generation, with pinned tools: protoc from Debian bookworm's
 # protobuf-compiler, the Go generators at fixed versions. The output is
