@@ -5,13 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/loom-runtime/loom/core/internal/testdb"
 	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -29,7 +29,6 @@ import (
 	"github.com/loom-runtime/loom/core/server"
 	"github.com/loom-runtime/loom/core/store"
 	"github.com/loom-runtime/loom/core/store/postgres"
-	"github.com/loom-runtime/loom/core/store/sqlite"
 	"github.com/loom-runtime/loom/core/trace"
 	"github.com/loom-runtime/loom/sdk/provider"
 )
@@ -42,15 +41,7 @@ const adminToken = "test-admin-token-0123456789"
 // PostgreSQL one.
 func forEachStore(t *testing.T, fn func(t *testing.T, st store.Store)) {
 	t.Run("sqlite", func(t *testing.T) {
-		ctx := context.Background()
-		st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "loom.db"), hclog.NewNullLogger())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		if err := st.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
+		st := testdb.SQLite(t)
 		fn(t, st)
 	})
 	t.Run("postgres", func(t *testing.T) {

@@ -5,16 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
+	"github.com/loom-runtime/loom/core/internal/testdb"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/loom-runtime/loom/core/store"
-	"github.com/loom-runtime/loom/core/store/sqlite"
 )
 
 // backend is a KeyStore to run the keyring tests against, and a way to
@@ -35,14 +32,7 @@ var backends = []backend{
 func openSQLite(t *testing.T) (KeyStore, func(*testing.T, string) string) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "loom.db"), hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := testdb.SQLite(t)
 	return st, func(t *testing.T, name string) string {
 		t.Helper()
 		tn, err := st.CreateTenant(ctx, name)

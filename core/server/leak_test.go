@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"github.com/loom-runtime/loom/core/internal/testdb"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -11,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/loom-runtime/loom/core/auth"
 	"github.com/loom-runtime/loom/core/config"
@@ -22,7 +21,6 @@ import (
 	"github.com/loom-runtime/loom/core/seal"
 	"github.com/loom-runtime/loom/core/server"
 	"github.com/loom-runtime/loom/core/store"
-	"github.com/loom-runtime/loom/core/store/sqlite"
 	"github.com/loom-runtime/loom/core/trace"
 )
 
@@ -40,14 +38,7 @@ func TestNoGoroutineLeakAfterDisconnects(t *testing.T) {
 		t.Skip("slow")
 	}
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "loom.db"), hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := testdb.SQLite(t)
 	tn, _ := st.CreateTenant(ctx, "acme")
 	key, _ := auth.NewKey()
 	st.CreateAPIKey(ctx, store.APIKey{TenantID: tn.ID, Prefix: auth.DisplayPrefix(key), Hash: auth.HashKey(key)})

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/loom-runtime/loom/core/internal/testdb"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/loom-runtime/loom/core/pricing"
 	"github.com/loom-runtime/loom/core/seal"
@@ -51,14 +51,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "loom.db"), hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := testdb.SQLite(t)
 	tn, err := st.CreateTenant(ctx, "acme")
 	if err != nil {
 		t.Fatal(err)
@@ -452,14 +445,7 @@ func BenchmarkDurability(b *testing.B) {
 func newEnvB(b *testing.B) *env {
 	b.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "loom.db"), hclog.NewNullLogger())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
+	st := testdb.SQLite(b)
 	tn, _ := st.CreateTenant(ctx, "acme")
 	fs := &flakyStore{Store: st}
 	kr, _ := seal.NewKeyring(master, fs)
