@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/loom-runtime/loom/core/internal/testdb"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/loom-runtime/loom/core/apierror"
+	"github.com/loom-runtime/loom/core/internal/testdb"
 	"github.com/loom-runtime/loom/core/store"
 	"github.com/loom-runtime/loom/core/store/sqlite"
 )

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/loom-runtime/loom/core/internal/testdb"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/loom-runtime/loom/core/auth"
 	"github.com/loom-runtime/loom/core/config"
+	"github.com/loom-runtime/loom/core/internal/testdb"
 	"github.com/loom-runtime/loom/core/internal/testpg"
 	"github.com/loom-runtime/loom/core/pricing"
 	"github.com/loom-runtime/loom/core/router"

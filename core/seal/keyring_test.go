@@ -5,12 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/loom-runtime/loom/core/internal/testdb"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/loom-runtime/loom/core/internal/testdb"
 	"github.com/loom-runtime/loom/core/store"
 )
 

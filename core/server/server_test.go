@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/loom-runtime/loom/core/internal/testdb"
 	"io"
 	"net"
 	"net/http"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/loom-runtime/loom/core/auth"
 	"github.com/loom-runtime/loom/core/config"
+	"github.com/loom-runtime/loom/core/internal/testdb"
 	"github.com/loom-runtime/loom/core/router"
 	"github.com/loom-runtime/loom/core/seal"
 	"github.com/loom-runtime/loom/core/store"

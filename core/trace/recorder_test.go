@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/loom-runtime/loom/core/internal/testdb"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/loom-runtime/loom/core/internal/testdb"
 	"github.com/loom-runtime/loom/core/pricing"
 	"github.com/loom-runtime/loom/core/seal"
 	"github.com/loom-runtime/loom/core/store"
