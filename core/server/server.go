@@ -216,10 +216,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 func handle(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
-			e := apierror.Write(w, err)
-			if rec, ok := w.(*recorder); ok {
-				rec.err = e
-			}
+			writeError(w, err)
 		}
 	})
 }
@@ -302,7 +299,7 @@ func (s *Server) recover(next http.Handler) http.Handler {
 			if ok && rec.wroteHeader {
 				panic(http.ErrAbortHandler) // too late for an error body: cut the connection
 			}
-			apierror.Write(w, apierror.Internal(fmt.Errorf("panic: %v", v)))
+			writeError(w, apierror.Internal(fmt.Errorf("panic: %v", v)))
 		}()
 		next.ServeHTTP(w, r)
 	})
@@ -314,14 +311,14 @@ func (s *Server) adminOnly(next http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(s.o.AdminToken))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.o.AdminToken == "" {
-			s.writeError(w, apierror.New(http.StatusNotFound, apierror.TypeInvalidRequest, "unknown_url",
+			writeError(w, apierror.New(http.StatusNotFound, apierror.TypeInvalidRequest, "unknown_url",
 				"This endpoint needs LOOM_ADMIN_TOKEN to be set."))
 			return
 		}
 		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
 		if !strings.EqualFold(scheme, "bearer") || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-			s.writeError(w, apierror.New(http.StatusUnauthorized, apierror.TypeInvalidRequest, "invalid_api_key",
+			writeError(w, apierror.New(http.StatusUnauthorized, apierror.TypeInvalidRequest, "invalid_api_key",
 				"This endpoint needs Authorization: Bearer <LOOM_ADMIN_TOKEN>."))
 			return
 		}
@@ -335,7 +332,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.o.Auth.Authenticate(r.Context(), r)
 		if err != nil {
-			handle(func(http.ResponseWriter, *http.Request) error { return err }).ServeHTTP(w, r)
+			writeError(w, err)
 			return
 		}
 		if rec, ok := w.(*recorder); ok {

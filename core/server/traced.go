@@ -57,7 +57,7 @@ func (s *Server) traced(endpoint string, h tracedFunc) http.Handler {
 		if !s.o.Recorder.Admit() {
 			err := &apierror.Error{Status: http.StatusServiceUnavailable, Type: apierror.TypeServer, Code: "trace_capacity_exhausted",
 				Message: "Loom cannot record more traces right now (its store is unreachable and its spool is full), so it is not serving requests; retry shortly."}
-			s.writeError(w, err)
+			writeError(w, err)
 			return
 		}
 		s.inflight.Add(1)
@@ -81,7 +81,7 @@ func (s *Server) traced(endpoint string, h tracedFunc) http.Handler {
 		e := s.traceError(r.Context(), c, err)
 		s.commit(c, e.Status)
 		if r.Context().Err() == nil {
-			s.writeError(w, e)
+			writeError(w, e)
 		}
 	})
 }
@@ -151,8 +151,9 @@ func (s *Server) commit(c *capture, status int) {
 	}
 }
 
-// writeError sends an error to the client (the access log sees it too).
-func (s *Server) writeError(w http.ResponseWriter, err error) {
+// writeError sends an error to the client in the OpenAI format and lets
+// the access log see it.
+func writeError(w http.ResponseWriter, err error) {
 	e := apierror.Write(w, err)
 	if rec, ok := w.(*recorder); ok {
 		rec.err = e
