@@ -30,12 +30,6 @@ import (
 
 var _ store.DashboardStore = (*Store)(nil)
 
-// summaryColumns are the traces columns of a store.TraceSummary, in the
-// order scanSummary reads them.
-const summaryColumns = `id, tenant_id, request_id, endpoint, stream, requested_model, upstream_model,
-	provider_instance, status, http_status, error_message, prompt_tokens, completion_tokens, total_tokens,
-	cached_prompt_tokens, usage_source, cost_micros, latency_us, overhead_us, ttfb_us, upstream_us, created_at`
-
 func scanSummary(r pgx.Row) (store.TraceSummary, error) {
 	var t store.TraceSummary
 	err := r.Scan(&t.ID, &t.TenantID, &t.RequestID, &t.Endpoint, &t.Stream, &t.RequestedModel, &t.UpstreamModel,
@@ -122,7 +116,7 @@ func (s *Store) ListTraces(ctx context.Context, sc store.Scope, f store.TraceFil
 		c.add(`(created_at, id) < (?, ?::uuid)`, cur.CreatedAt, cur.ID)
 	}
 	c.args = append(c.args, limit)
-	q := `SELECT ` + summaryColumns + ` FROM traces` + c.sql() +
+	q := `SELECT ` + dash.SummaryColumns + ` FROM traces` + c.sql() +
 		` ORDER BY created_at DESC, id DESC LIMIT $` + strconv.Itoa(len(c.args))
 	return scopedRows(ctx, s, rls(scope), "list traces", scanSummary, q, c.args...)
 }
@@ -146,7 +140,7 @@ func (s *Store) TracesSince(ctx context.Context, sc store.Scope, after store.Tra
 	c.add(`created_at >= ?`, cur.CreatedAt)
 	c.add(`(created_at, id) > (?, ?::uuid)`, cur.CreatedAt, cur.ID)
 	c.args = append(c.args, limit)
-	q := `SELECT ` + summaryColumns + ` FROM traces` + c.sql() +
+	q := `SELECT ` + dash.SummaryColumns + ` FROM traces` + c.sql() +
 		` ORDER BY created_at, id LIMIT $` + strconv.Itoa(len(c.args))
 	return scopedRows(ctx, s, rls(scope), "traces since", scanSummary, q, c.args...)
 }

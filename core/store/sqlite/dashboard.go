@@ -31,12 +31,6 @@ import (
 
 var _ store.DashboardStore = (*Store)(nil)
 
-// summaryColumns are the traces columns of a store.TraceSummary, in the
-// order scanSummary reads them.
-const summaryColumns = `id, tenant_id, request_id, endpoint, stream, requested_model, upstream_model,
-	provider_instance, status, http_status, error_message, prompt_tokens, completion_tokens, total_tokens,
-	cached_prompt_tokens, usage_source, cost_micros, latency_us, overhead_us, ttfb_us, upstream_us, created_at`
-
 func scanSummary(r scanner) (store.TraceSummary, error) {
 	var t store.TraceSummary
 	err := r.Scan(&t.ID, &t.TenantID, &t.RequestID, &t.Endpoint, intBool{&t.Stream}, &t.RequestedModel, &t.UpstreamModel,
@@ -95,7 +89,7 @@ func (s *Store) ListTraces(ctx context.Context, sc store.Scope, f store.TraceFil
 		}
 		add(`(created_at, id) < (?, ?)`, encTime(c.CreatedAt), c.ID)
 	}
-	q := `SELECT ` + summaryColumns + ` FROM traces`
+	q := `SELECT ` + dash.SummaryColumns + ` FROM traces`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, ` AND `)
 	}
@@ -119,7 +113,7 @@ func (s *Store) TracesSince(ctx context.Context, sc store.Scope, after store.Tra
 	if !ok {
 		return nil, fmt.Errorf("traces since: invalid cursor (time %s, id %q)", after.CreatedAt, after.ID)
 	}
-	q := `SELECT ` + summaryColumns + ` FROM traces WHERE (created_at, id) > (?, ?)`
+	q := `SELECT ` + dash.SummaryColumns + ` FROM traces WHERE (created_at, id) > (?, ?)`
 	args := []any{encTime(c.CreatedAt), c.ID}
 	if !scope.All {
 		q += ` AND tenant_id = ?`

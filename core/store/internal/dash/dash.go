@@ -379,3 +379,9 @@ func Series(buckets []SeriesBucket, width time.Duration) []store.Bucket {
 	slices.SortFunc(out, func(x, y store.Bucket) int { return x.Start.Compare(y.Start) })
 	return out
 }
+
+// SummaryColumns are the traces columns of a store.TraceSummary, in the
+// order both stores' scanSummary read them.
+const SummaryColumns = `id, tenant_id, request_id, endpoint, stream, requested_model, upstream_model,
+	provider_instance, status, http_status, error_message, prompt_tokens, completion_tokens, total_tokens,
+	cached_prompt_tokens, usage_source, cost_micros, latency_us, overhead_us, ttfb_us, upstream_us, created_at`
