@@ -316,12 +316,13 @@ func (r *Recorder) replayOnce() {
 		return
 	}
 	for _, f := range files {
-		rows, err := r.spool.read(f)
-		if err != nil {
-			r.log.Error("spool file is unreadable; moved to spool/corrupt for an operator", "file", f, "error", err)
+		rows, damage := r.spool.read(f)
+		if damage != nil && len(rows) == 0 {
+			r.log.Error("spool file is unreadable; moved to spool/corrupt for an operator", "file", f, "error", damage)
 			r.spool.quarantine(f)
 			continue
 		}
+		// A damaged file's intact records are replayed before it is set aside.
 		ctx, cancel := context.WithTimeout(context.Background(), r.o.StoreTimeout)
 		_, err = r.o.Store.InsertTraces(ctx, rows)
 		if err != nil && r.o.Store.Ping(ctx) == nil {
@@ -343,6 +344,12 @@ func (r *Recorder) replayOnce() {
 		}
 		delete(r.refused, f)
 		r.written.Add(int64(len(rows)))
+		if damage != nil {
+			r.log.Error("spool file is damaged: its intact traces were replayed, the file moved to spool/corrupt for an operator",
+				"file", f, "replayed", len(rows), "error", damage)
+			r.spool.quarantine(f)
+			continue
+		}
 		if err := r.spool.remove(f); err != nil {
 			r.log.Error("cannot remove a replayed spool file (replaying it again is harmless)", "file", f, "error", err)
 			return

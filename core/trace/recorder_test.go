@@ -503,3 +503,112 @@ func TestVerifyAfterRetention(t *testing.T) {
 		t.Fatal("a gap after the tombstone went unnoticed")
 	}
 }
+
+// A spool file damaged on disk (here: its last record torn) still gives up
+// its intact records to the replay; the file is kept in spool/corrupt,
+// beside (not over) an older one of the same name, and the replay goes on
+// with the next file. Verify then names the one missing trace.
+func TestDamagedSpoolFileReplaysIntactRecords(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	batched := func(o *trace.Options) { o.BatchSize, o.BatchInterval = 3, time.Hour }
+	r := e.start(t, batched)
+	e.st.down.Store(true)
+	var ids []string
+	for i := 0; i < 6; i++ {
+		rec := e.record(i)
+		ids = append(ids, rec.ID)
+		submit(t, r, rec)
+		if i%3 == 2 { // one spool file per 3 traces
+			deadline := time.Now().Add(5 * time.Second)
+			for r.Stats().Spooled < int64(i+1) && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	closeRecorder(t, r)
+	files, _ := filepath.Glob(filepath.Join(e.spool, "*.spool"))
+	if len(files) != 2 {
+		t.Fatalf("spool files %v, want 2", files)
+	}
+	b, _ := os.ReadFile(files[0])
+	if err := os.WriteFile(files[0], b[:len(b)-10], 0o600); err != nil { // the third record is torn
+		t.Fatal(err)
+	}
+	corrupt := filepath.Join(e.spool, "corrupt")
+	os.MkdirAll(corrupt, 0o700)
+	older := filepath.Join(corrupt, filepath.Base(files[0]))
+	os.WriteFile(older, []byte("an older damaged file"), 0o600)
+	if _, err := trace.ReadSpool(e.spool); err == nil || !strings.Contains(err.Error(), "record 3: truncated") {
+		t.Fatalf("ReadSpool of a torn file: %v", err)
+	}
+
+	e.st.down.Store(false)
+	r = e.start(t, batched)
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Stats().SpoolBytes > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	closeRecorder(t, r)
+	got, _ := e.st.TraceIDs(ctx, e.tenant.ID)
+	want := append(append([]string(nil), ids[:2]...), ids[3:]...)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("traces after replay:\n got %v\nwant %v (all but the torn third)", got, want)
+	}
+	if kept, _ := os.ReadFile(older); string(kept) != "an older damaged file" {
+		t.Fatal("the older file in spool/corrupt was replaced")
+	}
+	if kept, err := os.ReadFile(older + ".1"); err != nil || !bytes.Equal(kept, b[:len(b)-10]) {
+		t.Fatalf("the damaged file was not kept for an operator: %v", err)
+	}
+	reports, err := trace.Verify(ctx, e.st, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var breaks []string
+	for _, rep := range reports {
+		if rep.Break != nil {
+			breaks = append(breaks, rep.Break.Reason)
+		}
+	}
+	if len(breaks) != 1 || !strings.Contains(breaks[0], "sequence jumps from 2 to 4") {
+		t.Fatalf("verify after losing one torn trace: %v", breaks)
+	}
+}
+
+// A crash between replaying a spool file and removing it (SIGKILL) leaves a
+// file whose traces are already in the store: the next run replays it
+// again without duplicating any.
+func TestReplayAfterCrashBeforeRemoveIsIdempotent(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.start(t, nil)
+	e.st.down.Store(true)
+	for i := 0; i < 7; i++ {
+		submit(t, r, e.record(i))
+	}
+	closeRecorder(t, r)
+	rows, err := trace.ReadSpool(e.spool)
+	if err != nil || len(rows) != 7 {
+		t.Fatalf("spool holds %d traces (%v), want 7", len(rows), err)
+	}
+	e.st.down.Store(false)
+	if _, err := e.st.InsertTraces(ctx, rows); err != nil { // the replay the crash interrupted
+		t.Fatal(err)
+	}
+	r = e.start(t, nil)
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Stats().SpoolBytes > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	closeRecorder(t, r)
+	if left, _ := trace.ReadSpool(e.spool); len(left) != 0 {
+		t.Fatalf("%d traces still spooled", len(left))
+	}
+	if n, _ := e.st.CountTraces(ctx, e.tenant.ID); n != 7 {
+		t.Fatalf("%d traces after replaying a file twice, want 7", n)
+	}
+	if reports, _ := trace.Verify(ctx, e.st, ""); len(reports) != 2 || reports[0].Break != nil || reports[1].Break != nil {
+		t.Fatalf("verify: %+v", reports)
+	}
+}

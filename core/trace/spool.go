@@ -130,7 +130,9 @@ func (s *spool) append(rows []store.Trace) error {
 	return nil
 }
 
-// read decodes a spool file, checking every record's checksum.
+// read decodes a spool file, checking every record's checksum. A damaged
+// file (a torn or corrupted record) yields the intact records before the
+// damage along with the error, so they can still be replayed.
 func (s *spool) read(name string) ([]store.Trace, error) {
 	f, err := os.Open(filepath.Join(s.dir, name))
 	if err != nil {
@@ -148,22 +150,42 @@ func (s *spool) read(name string) ([]store.Trace, error) {
 		if _, err := io.ReadFull(r, hdr[:]); err == io.EOF {
 			return rows, nil
 		} else if err != nil {
-			return nil, fmt.Errorf("spool file %s: truncated record header", name)
+			return rows, fmt.Errorf("spool file %s: record %d: truncated header", name, len(rows)+1)
 		}
 		n := binary.BigEndian.Uint32(hdr[:4])
 		payload := make([]byte, n)
 		if _, err := io.ReadFull(r, payload); err != nil {
-			return nil, fmt.Errorf("spool file %s: truncated record", name)
+			return rows, fmt.Errorf("spool file %s: record %d: truncated", name, len(rows)+1)
 		}
 		if crc32.Checksum(payload, crcTable) != binary.BigEndian.Uint32(hdr[4:]) {
-			return nil, fmt.Errorf("spool file %s: record %d fails its checksum", name, len(rows)+1)
+			return rows, fmt.Errorf("spool file %s: record %d fails its checksum", name, len(rows)+1)
 		}
 		var t store.Trace
 		if err := json.Unmarshal(payload, &t); err != nil {
-			return nil, fmt.Errorf("spool file %s: record %d: %w", name, len(rows)+1, err)
+			return rows, fmt.Errorf("spool file %s: record %d: %w", name, len(rows)+1, err)
 		}
 		rows = append(rows, t)
 	}
+}
+
+// ReadSpool returns the traces waiting in the spool directory dir, oldest
+// first, exactly as a recorder started on it would replay them (for audits
+// and tests; it changes nothing on disk).
+func ReadSpool(dir string) ([]store.Trace, error) {
+	s := &spool{dir: dir}
+	files, err := s.files()
+	if err != nil {
+		return nil, err
+	}
+	var rows []store.Trace
+	for _, f := range files {
+		r, err := s.read(f)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r...)
+	}
+	return rows, nil
 }
 
 // remove deletes a replayed file.
@@ -180,7 +202,9 @@ func (s *spool) remove(name string) error {
 	return syncDir(s.dir)
 }
 
-// quarantine moves a file that cannot be read aside, keeping it for an operator.
+// quarantine moves a file that cannot be replayed aside, keeping it for an
+// operator. Sequence numbers start again at 0 once the spool has emptied,
+// so a name already in spool/corrupt gets a suffix rather than replace it.
 func (s *spool) quarantine(name string) error {
 	bad := filepath.Join(s.dir, "corrupt")
 	if err := os.MkdirAll(bad, 0o700); err != nil {
@@ -190,7 +214,14 @@ func (s *spool) quarantine(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(filepath.Join(s.dir, name), filepath.Join(bad, name)); err != nil {
+	dst := filepath.Join(bad, name)
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(dst); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		dst = filepath.Join(bad, fmt.Sprintf("%s.%d", name, i))
+	}
+	if err := os.Rename(filepath.Join(s.dir, name), dst); err != nil {
 		return err
 	}
 	s.bytes.Add(-info.Size())
