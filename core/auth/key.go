@@ -13,9 +13,10 @@ import (
 )
 
 // Key format: "loom_" + 32 random bytes in base62 (43 characters, zero
-// padded) + a CRC32 of those 43 characters in base62 (6 characters). The
-// fixed prefix lets secret scanners recognise a key; the checksum rejects a
-// mistyped key before any lookup.
+// padded; 43 characters that say a larger number are not a key) + a CRC32
+// of those 43 characters in base62 (6 characters). The fixed prefix lets
+// secret scanners recognise a key; the checksum rejects a mistyped key
+// before any lookup.
 const (
 	KeyPrefix      = "loom_"
 	secretBytes    = 32
@@ -58,7 +59,36 @@ func ParseKey(key string) error {
 	if checksum(secret) != sum {
 		return ErrBadChecksum
 	}
+	if !secretInRange(secret) {
+		return ErrMalformedKey // 43 digits can say more than 32 bytes
+	}
 	return nil
+}
+
+// maxSecret is the largest secret: 2^256-1 in base62.
+var maxSecret = base62(new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 8*secretBytes), big.NewInt(1)), secretChars)
+
+// secretInRange reports whether the base62 digits of secret encode a
+// number that fits in secretBytes bytes.
+func secretInRange(secret string) bool {
+	for i := 0; i < len(secret); i++ {
+		if d, m := base62Value(secret[i]), base62Value(maxSecret[i]); d != m {
+			return d < m
+		}
+	}
+	return true
+}
+
+// base62Value is the value of the base62 digit c.
+func base62Value(c byte) int {
+	switch {
+	case c <= '9':
+		return int(c - '0')
+	case c >= 'a':
+		return int(c-'a') + 10
+	default:
+		return int(c-'A') + 36
+	}
 }
 
 // HashKey is what the store keeps instead of the key.
