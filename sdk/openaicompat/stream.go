@@ -24,7 +24,8 @@ const afterDoneWait = 100 * time.Millisecond
 //   - an HTTP status ≥ 300: Start with the status and headers, no event,
 //     the upstream's body in StreamEnd.Body;
 //   - a 2xx: Start, then one Send per SSE event in order, each event's data
-//     byte for byte ([DONE] included), then a StreamEnd with the usage (from
+//     byte for byte ([DONE] included; a credential quoted in one is
+//     replaced by Redacted), then a StreamEnd with the usage (from
 //     any chunk that has one), the model (from the first chunk naming one)
 //     and the timings. A stream that ends without [DONE], breaks off or
 //     carries an oversized event ends with a FailureProtocol (a
@@ -53,13 +54,13 @@ func (u *Upstream) Stream(ctx context.Context, req *provider.Request, out provid
 	}
 	defer resp.Body.Close()
 
-	start := provider.StreamStart{Status: resp.StatusCode, Headers: relayHeaders(resp.Header)}
+	start := provider.StreamStart{Status: resp.StatusCode, Headers: c.secrets.redactHeaders(relayHeaders(resp.Header))}
 	if resp.StatusCode >= 300 {
 		if err := out.Start(start); err != nil {
 			return &provider.StreamEnd{Failure: receiverStopped(err), Timings: provider.Timings{Total: time.Since(c.start)}}, nil
 		}
 		body, firstByte, err := readBody(resp.Body, resp.ContentLength, u.o.MaxBodyBytes, c.start)
-		end := &provider.StreamEnd{Body: body, Timings: provider.Timings{FirstByte: firstByte, Total: time.Since(c.start)}}
+		end := &provider.StreamEnd{Body: c.secrets.redact(body), Timings: provider.Timings{FirstByte: firstByte, Total: time.Since(c.start)}}
 		if err != nil {
 			end.Failure = c.failure(err, phaseBody)
 		}
@@ -103,7 +104,8 @@ func (u *Upstream) relay(c *call, body io.ReadCloser, out provider.StreamSender)
 			}
 			usageOnly = ci.usageOnly
 		}
-		if err := out.Send(provider.Event{Data: ev.Data, UsageOnly: usageOnly}); err != nil {
+		// A payload is passed on byte for byte, unless it quotes the key.
+		if err := out.Send(provider.Event{Data: c.secrets.redact(ev.Data), UsageOnly: usageOnly}); err != nil {
 			c.cancel()
 			body.Close()
 			end.Failure = receiverStopped(err)

@@ -47,7 +47,9 @@ type UpstreamOptions struct {
 	URL URLFunc
 	// SetHeaders sets authentication and other fixed headers on every
 	// request. It runs last, so what it sets wins over forwarded client
-	// headers.
+	// headers. The credentials it sets in Authorization,
+	// Proxy-Authorization, Api-Key or X-Api-Key are replaced by Redacted
+	// wherever the upstream's answer reflects them.
 	SetHeaders func(h http.Header)
 	// Timeout bounds a call whose Request.Timeout is 0 (default
 	// DefaultTimeout). It covers the whole call, stream included.
@@ -67,7 +69,8 @@ type UpstreamOptions struct {
 //
 // Results follow package provider's rules: an answer from the upstream,
 // whatever its HTTP status, is a result carrying the status, the body
-// unchanged and the response headers worth relaying (RelayedHeader); a
+// unchanged (but for the call's credentials: see Redacted) and the
+// response headers worth relaying (RelayedHeader); a
 // call that got no usable answer is a result with a Failure (timeout,
 // unreachable, protocol, canceled); a Go error means a fault of the
 // configuration or the caller.
@@ -106,6 +109,7 @@ type call struct {
 	timeout time.Duration
 	req     *http.Request
 	start   time.Time
+	secrets secrets // the call's credentials, redacted from what comes back
 }
 
 // newCall builds the HTTP request for endpoint. Its context ends at the
@@ -156,7 +160,7 @@ func (u *Upstream) newCall(ctx context.Context, method, endpoint string, req *pr
 	if u.o.SetHeaders != nil {
 		u.o.SetHeaders(h)
 	}
-	return &call{parent: ctx, ctx: cctx, cancel: cancel, timeout: timeout, req: hreq}, nil
+	return &call{parent: ctx, ctx: cctx, cancel: cancel, timeout: timeout, req: hreq, secrets: credentials(h)}, nil
 }
 
 // send performs the request.
@@ -252,8 +256,8 @@ func (u *Upstream) Do(ctx context.Context, endpoint string, req *provider.Reques
 	}
 	r := &provider.Response{
 		Status:  resp.StatusCode,
-		Headers: relayHeaders(resp.Header),
-		Body:    body,
+		Headers: c.secrets.redactHeaders(relayHeaders(resp.Header)),
+		Body:    c.secrets.redact(body),
 		Timings: tm,
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
@@ -312,8 +316,15 @@ const (
 	phaseStream         // reading a stream
 )
 
-// failure classifies err, which ended the call in phase.
+// failure classifies err, which ended the call in phase, in a message
+// without the call's credentials.
 func (c *call) failure(err error, phase int) *provider.Failure {
+	f := c.classify(err, phase)
+	f.Message = c.secrets.redactString(f.Message)
+	return f
+}
+
+func (c *call) classify(err error, phase int) *provider.Failure {
 	target := redactURL(c.req.URL)
 	switch {
 	case c.parent.Err() != nil:
@@ -388,7 +399,7 @@ func (u *Upstream) ListModels(ctx context.Context) ([]provider.Model, error) {
 		return nil, fmt.Errorf("list models: %s", c.failure(err, phaseBody).Message)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, fmt.Errorf("list models: the upstream %s answered %d%s", redactURL(c.req.URL), resp.StatusCode, errorSummary(body))
+		return nil, fmt.Errorf("list models: the upstream %s answered %d%s", redactURL(c.req.URL), resp.StatusCode, errorSummary(c.secrets.redact(body)))
 	}
 	var list struct {
 		Data []struct {

@@ -23,6 +23,10 @@ import (
 //	hang          never answers until the request is cancelled
 //	cut           streams two events, then drops the connection
 //	slowstream    streams 20 events 100ms apart
+//	leak-key      (also azure/leak-key…) a misbehaving upstream that hands the
+//	              credential it received back in response headers and the body:
+//	              leak-key a 2xx answer or stream, leak-key-401 and leak-key-500
+//	              OpenAI's "Incorrect API key provided: …" error
 //	anything else a normal answer (stream or not)
 type mockUpstream struct {
 	*httptest.Server
@@ -99,6 +103,10 @@ func (m *mockUpstream) serve(w http.ResponseWriter, r *http.Request) {
 	req := m.record(r)
 	model, _ := req.Body["model"].(string)
 	stream, _ := req.Body["stream"].(bool)
+	if leak := strings.TrimPrefix(model, "azure/"); strings.HasPrefix(leak, "leak-key") {
+		m.leakKey(w, r, req, leak, stream)
+		return
+	}
 	w.Header().Set("X-Request-Id", "upstream-req-123")
 	w.Header().Set("Openai-Processing-Ms", "12")
 	switch model {
@@ -206,5 +214,61 @@ func (m *mockUpstream) stream(w http.ResponseWriter, r *http.Request, req upstre
 			return
 		case <-time.After(gap):
 		}
+	}
+}
+
+// leakedSecret is the credential a request carried: the Bearer token, or
+// Azure's api-key.
+func leakedSecret(r *http.Request) string {
+	if _, tok, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok {
+		return tok
+	}
+	return r.Header.Get("Api-Key")
+}
+
+// leakKey answers as an upstream that should never be trusted with its own
+// key: it reflects it in relayed and other response headers, and in the
+// body — OpenAI's "Incorrect API key" error (leak-key-401, leak-key-500), or
+// a completion whose content, and one stream event, quote it (leak-key).
+func (m *mockUpstream) leakKey(w http.ResponseWriter, r *http.Request, req upstreamRequest, model string, stream bool) {
+	secret := leakedSecret(r)
+	h := w.Header()
+	h.Set("X-Request-Id", "req-"+secret)
+	h.Set("X-Ratelimit-Remaining-Requests", secret)
+	h.Set("Openai-Organization", secret)
+	h.Set("Authorization", "Bearer "+secret)
+	h.Set("Api-Key", secret)
+	h.Set("Set-Cookie", "session="+secret)
+	h.Set("X-Echoed-Key", secret)
+	h.Set("Content-Type", "application/json")
+	switch model {
+	case "leak-key-401":
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, `{"error":{"message":"Incorrect API key provided: %s. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`, secret)
+		return
+	case "leak-key-500":
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprintf(w, `{"error":{"message":"The server had an error while processing the request of key %s.","type":"server_error","param":null,"code":null}}`, secret)
+		return
+	}
+	if !stream {
+		fmt.Fprintf(w, `{"id":"chatcmpl-leak","object":"chat.completion","created":1700000000,"model":"leak-key",`+
+			`"choices":[{"index":0,"message":{"role":"assistant","content":"You called with %s","refusal":null},"logprobs":null,"finish_reason":"stop"}],`+
+			`"usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}}`, secret)
+		return
+	}
+	opts, _ := req.Body["stream_options"].(map[string]any)
+	includeUsage, _ := opts["include_usage"].(bool)
+	events := streamEvents("leak-key", includeUsage, 3)
+	quote := `{"id":"chatcmpl-mock2","object":"chat.completion.chunk","created":1700000000,"model":"leak-key","choices":[{"index":0,"delta":{"content":"key ` + secret + ` "},"logprobs":null,"finish_reason":null}]}`
+	events = append(events[:2], append([]string{quote}, events[2:]...)...)
+	h.Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	for _, ev := range events {
+		fmt.Fprintf(w, "data: %s\n\n", ev)
+		w.(http.Flusher).Flush()
+		m.mu.Lock()
+		m.sent[req.RequestID] = append(m.sent[req.RequestID], ev)
+		m.mu.Unlock()
 	}
 }
