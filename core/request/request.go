@@ -79,15 +79,20 @@ func Peek(body []byte) (Peeked, error) {
 		span := Span{vs, s.i}
 		switch {
 		case keyIs(key, "model"):
-			p.HasModel, p.ModelSpan = true, span
+			// A repeated key: the last one wins, as in encoding/json.
+			p.HasModel, p.ModelSpan, p.Model, p.ModelIsStr = true, span, "", false
 			if val[0] == '"' {
 				p.ModelIsStr = true
-				if err := json.Unmarshal(val, &p.Model); err != nil {
+				if bytes.IndexByte(val, '\\') < 0 {
+					// No escapes: the bytes between the quotes are the
+					// string (the body is valid JSON and valid UTF-8).
+					p.Model = string(val[1 : len(val)-1])
+				} else if err := json.Unmarshal(val, &p.Model); err != nil {
 					return p, &Error{Param: "model", Code: "invalid_type", Message: "Invalid 'model': " + err.Error()}
 				}
 			}
 		case keyIs(key, "stream"):
-			p.HasStream, p.StreamSpan = true, span
+			p.HasStream, p.StreamSpan, p.Stream, p.StreamIsBool = true, span, false, false
 			switch string(val) {
 			case "true":
 				p.Stream, p.StreamIsBool = true, true
@@ -98,14 +103,7 @@ func Peek(body []byte) (Peeked, error) {
 			}
 		case keyIs(key, "stream_options"):
 			p.StreamOptionsSpan = span
-			if val[0] == '{' {
-				var so struct {
-					IncludeUsage *bool `json:"include_usage"`
-				}
-				if json.Unmarshal(val, &so) == nil && so.IncludeUsage != nil {
-					p.IncludeUsage = *so.IncludeUsage
-				}
-			}
+			p.IncludeUsage = val[0] == '{' && includeUsage(val)
 		case keyIs(key, "messages"):
 			p.HasMessages, p.MessagesIsList = true, val[0] == '['
 		case keyIs(key, "input"):
@@ -117,6 +115,36 @@ func Peek(body []byte) (Peeked, error) {
 		}
 	}
 	return p, nil
+}
+
+// includeUsage reports whether the stream_options object obj (valid JSON)
+// has include_usage true. Keys match exactly, as upstreams read them (not
+// case-insensitively, as encoding/json's struct decoding would); the last
+// of repeated keys wins.
+func includeUsage(obj []byte) bool {
+	s := scanner{b: obj, i: 1}
+	on := false
+	for {
+		s.ws()
+		if obj[s.i] == '}' {
+			return on
+		}
+		keyStart := s.i
+		s.skipString()
+		key := obj[keyStart:s.i]
+		s.ws()
+		s.i++ // ':'
+		s.ws()
+		vs := s.i
+		s.skipValue()
+		if keyIs(key, "include_usage") {
+			on = string(obj[vs:s.i]) == "true"
+		}
+		s.ws()
+		if obj[s.i] == ',' {
+			s.i++
+		}
+	}
 }
 
 // ValidateChat checks what a chat completion needs.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestPeek(t *testing.T) {
@@ -172,32 +173,111 @@ func mustPeek(t *testing.T, s string) Peeked {
 	return p
 }
 
+// FuzzPeek checks Peek against encoding/json: a UTF-8 body that
+// encoding/json reads as an object is accepted, and model, stream,
+// stream_options.include_usage, messages and input agree with what
+// encoding/json finds at the top level (the last of duplicate keys wins,
+// keys match exactly once unescaped); any other body is refused with an
+// *Error. SetModel and ForceIncludeUsage keep the body valid JSON and
+// change nothing but their one member.
 func FuzzPeek(f *testing.F) {
 	for _, s := range []string{`{"model":"m","messages":[]}`, `{"stream":true,"stream_options":{"include_usage":false}}`, `{"a":"\"}"}`, `[]`, `{`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := Peek(b)
+		var ref map[string]json.RawMessage
+		refErr := json.Unmarshal(b, &ref)
 		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Message == "" || e.Code == "" {
+				t.Fatalf("Peek(%q) error %#v, want an *Error with a code and a message", b, err)
+			}
+			if refErr == nil && ref != nil && utf8.Valid(b) {
+				t.Fatalf("Peek(%q) refuses an object encoding/json reads: %v", b, err)
+			}
 			return
 		}
-		var ref map[string]json.RawMessage
-		if json.Unmarshal(b, &ref) != nil {
-			return // valid JSON but not an object we can compare
+		if refErr != nil || ref == nil {
+			t.Fatalf("Peek(%q) accepts what encoding/json does not read as an object (%v)", b, refErr)
 		}
-		if raw, ok := ref["model"]; ok {
-			var m string
-			if json.Unmarshal(raw, &m) == nil && p.Model != m {
-				t.Fatalf("model %q, encoding/json says %q", p.Model, m)
-			}
+		checkPeeked(t, b, p, ref)
+
+		if p.ModelIsStr {
+			const model = "a\"b\\c\u00e9\u2028\x01</script>"
+			out := SetModel(b, p, model)
+			checkEdit(t, b, out, "model", func(p Peeked) bool { return p.ModelIsStr && p.Model == model })
 		}
 		if p.Stream {
-			if out, err := ForceIncludeUsage(b, p); err == nil && !json.Valid(out) {
-				t.Fatalf("ForceIncludeUsage produced invalid JSON: %s", out)
+			out, err := ForceIncludeUsage(b, p)
+			so := ref["stream_options"]
+			if err != nil {
+				if so == nil || so[0] == '{' || string(so) == "null" {
+					t.Fatalf("ForceIncludeUsage(%q): %v", b, err)
+				}
+				return
 			}
-		}
-		if p.ModelIsStr && !json.Valid(SetModel(b, p, "x")) {
-			t.Fatal("SetModel produced invalid JSON")
+			checkEdit(t, b, out, "stream_options", func(p Peeked) bool { return p.IncludeUsage && p.Stream })
 		}
 	})
+}
+
+// checkPeeked compares p with the top-level members encoding/json found.
+func checkPeeked(t *testing.T, b []byte, p Peeked, ref map[string]json.RawMessage) {
+	t.Helper()
+	model, hasModel := ref["model"]
+	var want Peeked
+	if hasModel {
+		want.HasModel, want.ModelIsStr = true, model[0] == '"'
+		if want.ModelIsStr {
+			if err := json.Unmarshal(model, &want.Model); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := b[p.ModelSpan.Start:p.ModelSpan.End]; string(got) != string(model) {
+			t.Fatalf("Peek(%q): model span holds %q, encoding/json says %q", b, got, model)
+		}
+	}
+	if stream, ok := ref["stream"]; ok {
+		want.HasStream = true
+		want.Stream = string(stream) == "true"
+		want.StreamIsBool = want.Stream || string(stream) == "false" || string(stream) == "null"
+	}
+	if so, ok := ref["stream_options"]; ok && so[0] == '{' {
+		var opts map[string]json.RawMessage
+		if err := json.Unmarshal(so, &opts); err != nil {
+			t.Fatal(err)
+		}
+		want.IncludeUsage = string(opts["include_usage"]) == "true"
+	}
+	messages, hasMessages := ref["messages"]
+	want.HasMessages, want.MessagesIsList = hasMessages, hasMessages && messages[0] == '['
+	_, want.HasInput = ref["input"]
+	got := p
+	got.ModelSpan, got.StreamSpan, got.StreamOptionsSpan = Span{}, Span{}, Span{}
+	if got != want {
+		t.Fatalf("Peek(%q) =\n%+v\nencoding/json says\n%+v", b, got, want)
+	}
+}
+
+// checkEdit checks that out, the body b with its member key edited, is
+// valid JSON, that ok holds for its Peeked, and that no other top-level
+// member changed.
+func checkEdit(t *testing.T, b, out []byte, key string, ok func(Peeked) bool) {
+	t.Helper()
+	p, err := Peek(out)
+	if err != nil {
+		t.Fatalf("editing %s of %q gave %q: %v", key, b, out, err)
+	}
+	if !ok(p) {
+		t.Fatalf("editing %s of %q gave %q: %+v", key, b, out, p)
+	}
+	var before, after map[string]json.RawMessage
+	json.Unmarshal(b, &before)
+	json.Unmarshal(out, &after)
+	delete(before, key)
+	delete(after, key)
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("editing %s of %q changed other members: %q", key, b, out)
+	}
 }
