@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -15,7 +16,19 @@ type Config struct {
 	Latency  time.Duration // before non-stream body / first stream chunk
 	Chunks   int           // content chunks per stream
 	ChunkGap time.Duration // delay between content chunks
+	// Echo puts the last message's text content at the start of the
+	// answer (a stream sends it as one extra content chunk), so that a
+	// test can tell concurrent answers apart. It costs a JSON parse.
+	Echo bool
+	// SlowChunks and SlowChunkGap shape the streams of requests for the
+	// model SlowModel instead (long-lived streams, for memory tests).
+	SlowChunks   int
+	SlowChunkGap time.Duration
 }
+
+// SlowModel is the model name whose streams follow Config.SlowChunks and
+// Config.SlowChunkGap.
+const SlowModel = "mock-slow"
 
 // Handler serves the mock OpenAI API with precomputed bodies.
 type Handler struct {
@@ -51,6 +64,7 @@ var (
 	streamTrueSp   = []byte(`"stream": true`)
 	includeUsage   = []byte(`"include_usage":true`)
 	includeUsageSp = []byte(`"include_usage": true`)
+	slowModel      = []byte(`"model":"` + SlowModel + `"`)
 )
 
 // NewHandler precomputes every response body for cfg.
@@ -126,21 +140,51 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stream := bytes.Contains(buf, streamTrue) || bytes.Contains(buf, streamTrueSp)
+	var echo []byte // the echoed text as a JSON string, quotes included
+	if h.cfg.Echo {
+		echo = lastContent(buf)
+	}
 	if !stream {
 		if !sleep(r, h.cfg.Latency) {
 			return
 		}
+		body, n := h.completion, h.completionLen
+		if echo != nil {
+			// The precomputed content is a run of "tok ": prefix it.
+			body = bytes.Replace(body, []byte(`"content":"`), append(append([]byte(`"content":"`), echo[1:len(echo)-1]...), ' '), 1)
+			n = strconv.Itoa(len(body))
+		}
 		hd := w.Header()
 		hd["Content-Type"] = hdrJSON
-		hd["Content-Length"] = []string{h.completionLen}
-		_, _ = w.Write(h.completion)
+		hd["Content-Length"] = []string{n}
+		_, _ = w.Write(body)
 		return
 	}
 	usage := bytes.Contains(buf, includeUsage) || bytes.Contains(buf, includeUsageSp)
-	h.stream(w, r, usage)
+	chunks, gap := h.cfg.Chunks, h.cfg.ChunkGap
+	if bytes.Contains(buf, slowModel) {
+		chunks, gap = h.cfg.SlowChunks, h.cfg.SlowChunkGap
+	}
+	h.stream(w, r, usage, echo, chunks, gap)
 }
 
-func (h *Handler) stream(w http.ResponseWriter, r *http.Request, usage bool) {
+// lastContent returns the text content of the request's last message as a
+// JSON string, or a JSON empty string when there is none.
+func lastContent(body []byte) []byte {
+	var req struct {
+		Messages []struct {
+			Content any `json:"content"`
+		} `json:"messages"`
+	}
+	text := ""
+	if json.Unmarshal(body, &req) == nil && len(req.Messages) > 0 {
+		text, _ = req.Messages[len(req.Messages)-1].Content.(string)
+	}
+	b, _ := json.Marshal(text)
+	return b
+}
+
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request, usage bool, echo []byte, chunks int, gap time.Duration) {
 	fl, _ := w.(http.Flusher)
 	flush := func() {
 		if fl != nil {
@@ -159,8 +203,15 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, usage bool) {
 		return
 	}
 	flush()
-	for i := 0; i < h.cfg.Chunks; i++ {
-		if i > 0 && !sleep(r, h.cfg.ChunkGap) {
+	if echo != nil {
+		chunk := bytes.Replace(h.contentChunk, []byte(`"content":"tok "`), append([]byte(`"content":`), echo...), 1)
+		if _, err := w.Write(chunk); err != nil {
+			return
+		}
+		flush()
+	}
+	for i := 0; i < chunks; i++ {
+		if i > 0 && !sleep(r, gap) {
 			return
 		}
 		if _, err := w.Write(h.contentChunk); err != nil {

@@ -6,8 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 type sseChunk struct {
@@ -231,5 +233,60 @@ func TestRealServer(t *testing.T) {
 	content, usage, _ := countContent(readStream(t, resp.Body))
 	if content != 4 || usage != 1 {
 		t.Fatalf("content=%d usage=%d", content, usage)
+	}
+}
+
+// With Echo, each answer starts with its own request's last message, JSON
+// escaping included; the rest of the answer is unchanged.
+func TestEcho(t *testing.T) {
+	h := NewHandler(Config{Chunks: 2, Echo: true})
+	text := `tenant=a n=1 "quoted" \ é`
+	msg, _ := json.Marshal(text)
+	rec := post(t, h, "/v1/chat/completions", `{"messages":[{"role":"user","content":"first"},{"role":"user","content":`+string(msg)+`}]}`)
+	var resp struct {
+		Choices []struct {
+			Message struct {
+				Content string `json:"content"`
+			} `json:"message"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+		t.Fatalf("decode: %v: %s", err, rec.Body.String())
+	}
+	if got := resp.Choices[0].Message.Content; got != text+" tok tok " {
+		t.Fatalf("content %q", got)
+	}
+	if rec.Header().Get("Content-Length") != strconv.Itoa(rec.Body.Len()) {
+		t.Fatalf("Content-Length %s for %d bytes", rec.Header().Get("Content-Length"), rec.Body.Len())
+	}
+	rec = post(t, h, "/v1/chat/completions", `{"stream":true,"messages":[{"role":"user","content":`+string(msg)+`}]}`)
+	chunks := readStream(t, rec.Body)
+	content, _, _ := countContent(chunks)
+	if content != 3 || *chunks[1].Choices[0].Delta.Content != text {
+		t.Fatalf("%d content chunks, the first %q", content, *chunks[1].Choices[0].Delta.Content)
+	}
+	// Without Echo, nothing of the request comes back.
+	rec = post(t, NewHandler(Config{Chunks: 2}), "/v1/chat/completions", `{"messages":[{"role":"user","content":"tenant=a"}]}`)
+	if strings.Contains(rec.Body.String(), "tenant=a") {
+		t.Fatalf("echoed without Echo: %s", rec.Body.String())
+	}
+}
+
+// Streams for SlowModel follow SlowChunks and SlowChunkGap; other models
+// keep Chunks and ChunkGap.
+func TestSlowModel(t *testing.T) {
+	h := NewHandler(Config{Chunks: 2, SlowChunks: 5, SlowChunkGap: 20 * time.Millisecond})
+	start := time.Now()
+	rec := post(t, h, "/v1/chat/completions", `{"model":"`+SlowModel+`","stream":true}`)
+	elapsed := time.Since(start)
+	if content, _, _ := countContent(readStream(t, rec.Body)); content != 5 {
+		t.Fatalf("slow model: %d content chunks, want 5", content)
+	}
+	if elapsed < 80*time.Millisecond {
+		t.Fatalf("slow model stream took %v, want ≥ 4 gaps of 20ms", elapsed)
+	}
+	rec = post(t, h, "/v1/chat/completions", `{"model":"mock-model","stream":true}`)
+	if content, _, _ := countContent(readStream(t, rec.Body)); content != 2 {
+		t.Fatalf("other model: %d content chunks, want 2", content)
 	}
 }

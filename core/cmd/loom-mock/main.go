@@ -30,19 +30,22 @@ func run(args []string) error {
 	latency := fs.Duration("latency", 0, "delay before a non-stream response / the first stream chunk")
 	chunks := fs.Int("chunks", 20, "number of content chunks per streamed response")
 	gap := fs.Duration("chunk-gap", 0, "delay between streamed chunks")
+	echo := fs.Bool("echo", false, "start each answer with the last message's text (for tests; costs a JSON parse)")
+	slowChunks := fs.Int("slow-chunks", 40, "content chunks per streamed response for the model "+SlowModel)
+	slowGap := fs.Duration("slow-chunk-gap", 250*time.Millisecond, "delay between streamed chunks for the model "+SlowModel)
 	printAddr := fs.Bool("print-addr", false, "print 'listening on ADDR' to stdout once listening")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *chunks < 0 {
-		return errors.New("-chunks must be >= 0")
+	if *chunks < 0 || *slowChunks < 0 {
+		return errors.New("-chunks and -slow-chunks must be >= 0")
 	}
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
-	srv := newServer(NewHandler(Config{Latency: *latency, Chunks: *chunks, ChunkGap: *gap}))
+	srv := newServer(NewHandler(Config{Latency: *latency, Chunks: *chunks, ChunkGap: *gap, Echo: *echo, SlowChunks: *slowChunks, SlowChunkGap: *slowGap}))
 	if *printAddr {
 		fmt.Printf("listening on %s\n", ln.Addr())
 	}

@@ -61,9 +61,39 @@ func Dir(t testing.TB) string {
 	return dir
 }
 
+var (
+	mockOnce sync.Once
+	mockDir  string
+	mockErr  error
+	mockOut  []byte
+)
+
+// Mock builds core/cmd/loom-mock, the fast mock upstream, into a temporary
+// directory (once per test process) and returns the binary's path. Tests
+// that need the upstream in a process of its own (file descriptors, CPU)
+// run it. The directory is removed by Cleanup.
+func Mock(t testing.TB) string {
+	t.Helper()
+	root := RepoRoot(t)
+	mockOnce.Do(func() {
+		if mockDir, mockErr = os.MkdirTemp("", "loom-testbin-mock-"); mockErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", filepath.Join(mockDir, "loom-mock"), ".")
+		cmd.Dir = filepath.Join(root, "core", "cmd", "loom-mock")
+		mockOut, mockErr = cmd.CombinedOutput()
+	})
+	if mockErr != nil {
+		t.Fatalf("testbin: build loom-mock failed: %v\n%s", mockErr, mockOut)
+	}
+	return filepath.Join(mockDir, "loom-mock")
+}
+
 // Cleanup removes the built binaries; call it from TestMain after m.Run.
 func Cleanup() {
-	if dir != "" {
-		os.RemoveAll(dir)
+	for _, d := range []string{dir, mockDir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
 	}
 }
