@@ -6,6 +6,7 @@ package metrics
 import (
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +32,20 @@ type Metrics struct {
 	overhead *prometheus.HistogramVec
 	tenants  *bounded
 	models   *bounded
+	// observers caches the collectors of each label set (a series key),
+	// saving the label hashing of WithLabelValues on every request. Its
+	// size is bounded by the bounded labels.
+	observers sync.Map // series → *observer
+}
+
+type series struct{ tenant, model, status string }
+
+type observer struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+	// overhead is set at the first request that reached an upstream, so
+	// the series only exists once it has an observation.
+	overhead atomic.Pointer[prometheus.Observer]
 }
 
 // latencyBuckets spans sub-millisecond gateway work to minute-long streams.
@@ -64,11 +79,25 @@ func New() *Metrics {
 // ObserveRequest records one finished request. overhead < 0 means the
 // request never reached an upstream.
 func (m *Metrics) ObserveRequest(tenant, model, status string, total, overhead time.Duration) {
-	t, mod := m.tenants.value(tenant), m.models.value(model)
-	m.requests.WithLabelValues(t, mod, status).Inc()
-	m.latency.WithLabelValues(t, mod, status).Observe(total.Seconds())
+	k := series{m.tenants.value(tenant), m.models.value(model), status}
+	o, ok := m.observers.Load(k)
+	if !ok {
+		o, _ = m.observers.LoadOrStore(k, &observer{
+			requests: m.requests.WithLabelValues(k.tenant, k.model, k.status),
+			latency:  m.latency.WithLabelValues(k.tenant, k.model, k.status),
+		})
+	}
+	obs := o.(*observer)
+	obs.requests.Inc()
+	obs.latency.Observe(total.Seconds())
 	if overhead >= 0 {
-		m.overhead.WithLabelValues(t, mod).Observe(overhead.Seconds())
+		ov := obs.overhead.Load()
+		if ov == nil {
+			h := m.overhead.WithLabelValues(k.tenant, k.model)
+			obs.overhead.Store(&h)
+			ov = &h
+		}
+		(*ov).Observe(overhead.Seconds())
 	}
 }
 

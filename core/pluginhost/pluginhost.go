@@ -231,6 +231,9 @@ func (i *Instance) launch(ctx context.Context) (*generation, error) {
 	// provider secrets never reach a plugin through its environment.
 	// Secrets for this instance are sent over the protocol by Configure.
 	cmd.Env = []string{"LOOM_PLUGIN_LOG_LEVEL=" + i.host.o.LogLevel}
+	if addr := os.Getenv(plugin.PprofAddrEnv); addr != "" {
+		cmd.Env = append(cmd.Env, plugin.PprofAddrEnv+"="+addr) // profiling, off by default
+	}
 	cmd.Dir = filepath.Dir(i.path)
 	setParentDeathSignal(cmd)
 	cc := &goplugin.ClientConfig{

@@ -30,6 +30,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"runtime"
 
 	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -120,24 +121,44 @@ func Dispense(c goplugin.ClientProtocol) (provider.Provider, error) {
 // compressed: plugin and host talk over a local socket.
 const MaxMessageBytes = 64 << 20
 
+// Flow-control windows of the plugin connection. Setting them turns off
+// gRPC's bandwidth-delay estimation, which sends a PING (and gets one
+// back) with the data of nearly every call: on a local socket the window
+// never needs to adapt, and those pings cost a write and a wake-up on both
+// sides of every request. A stream may run ahead of its reader by at most
+// StreamWindowBytes; all calls together by ConnWindowBytes.
+const (
+	StreamWindowBytes = 1 << 20
+	ConnWindowBytes   = 16 << 20
+)
+
 // GRPCDialOptions are the dial options the host passes in
 // goplugin.ClientConfig.GRPCDialOptions: they set the client's message
-// limits to MaxMessageBytes.
+// limits to MaxMessageBytes and fixed flow-control windows.
 func GRPCDialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(MaxMessageBytes),
 			grpc.MaxCallSendMsgSize(MaxMessageBytes),
 		),
+		grpc.WithInitialWindowSize(StreamWindowBytes),
+		grpc.WithInitialConnWindowSize(ConnWindowBytes),
 	}
 }
 
 // GRPCServerOptions are the options of the plugin's gRPC server: they set
-// its message limits to MaxMessageBytes. Serve uses them.
+// its message limits to MaxMessageBytes, fixed flow-control windows, and
+// a pool of long-lived goroutines for calls (a goroutine per call grows a
+// fresh stack every time; calls mostly wait on the upstream, so the pool
+// is larger than the number of cores; when every worker is busy a call
+// gets a goroutine of its own, as without the pool). Serve uses them.
 func GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
+		grpc.InitialWindowSize(StreamWindowBytes),
+		grpc.InitialConnWindowSize(ConnWindowBytes),
+		grpc.NumStreamWorkers(uint32(max(16, 4*runtime.GOMAXPROCS(0)))),
 	}
 }
 

@@ -2,7 +2,10 @@
 // measures the mock directly, through loom-floor (a bare reverse proxy) and
 // through Loom (SQLite store, and PostgreSQL when available), and prints one
 // table with the added latency, saturation throughput and streaming
-// time-to-first-chunk, plus PASS/MISS against the overhead targets.
+// time-to-first-chunk, plus PASS/MISS against the overhead targets. For
+// each Loom it also measures (d) the RSS of Loom and its plugins with
+// -mem-streams slow streams open at once, and with PostgreSQL (e) the
+// trace recorder's sustained write rate into it (see traceStore).
 //
 // Every process it starts is stopped when it returns, fails or is
 // interrupted.
@@ -46,6 +49,10 @@ type options struct {
 	chunks      int
 	chunkGap    time.Duration
 	postgres    bool
+	memStreams  int
+	memChunks   int
+	memGap      time.Duration
+	storeWindow time.Duration
 }
 
 func main() {
@@ -59,6 +66,10 @@ func main() {
 	flag.IntVar(&o.chunks, "chunks", 20, "(c) mock: chunks per streamed response")
 	flag.DurationVar(&o.chunkGap, "chunk-gap", 5*time.Millisecond, "(c) mock: delay between streamed chunks")
 	flag.BoolVar(&o.postgres, "postgres", true, "also measure Loom on PostgreSQL when initdb/pg_ctl are available")
+	flag.IntVar(&o.memStreams, "mem-streams", 1000, "(d) memory: concurrent slow streams through Loom (0 skips)")
+	flag.IntVar(&o.memChunks, "mem-chunks", 40, "(d) memory: chunks per slow stream")
+	flag.DurationVar(&o.memGap, "mem-chunk-gap", 250*time.Millisecond, "(d) memory: delay between the chunks of a slow stream")
+	flag.DurationVar(&o.storeWindow, "store-window", 5*time.Second, "(e) trace store: measured window of the PostgreSQL trace throughput run (0 skips)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -101,6 +112,7 @@ type target struct {
 	a, b, c        result
 	rssKB          int64 // Loom only: loom + plugin children, after the runs
 	rssDetail      string
+	mem            *memResult // Loom only: (d)
 	skipped, notes string
 }
 
@@ -122,7 +134,8 @@ func run(ctx context.Context, o options, procs *registry) error {
 	// chunk settings only shape streamed responses, i.e. scenario (c).
 	mock, err := procs.start(ctx, "loom-mock", "", nil, filepath.Join(bin, "loom-mock"),
 		"-listen", "127.0.0.1:0", "-print-addr", "-latency", "0",
-		"-chunks", strconv.Itoa(o.chunks), "-chunk-gap", o.chunkGap.String())
+		"-chunks", strconv.Itoa(o.chunks), "-chunk-gap", o.chunkGap.String(),
+		"-slow-chunks", strconv.Itoa(o.memChunks), "-slow-chunk-gap", o.memGap.String())
 	if err != nil {
 		return err
 	}
@@ -171,6 +184,7 @@ func run(ctx context.Context, o options, procs *registry) error {
 	}
 
 	var pgNote string
+	var store *storeResult
 	switch {
 	case !o.postgres:
 		pgNote = "loom-postgres: skipped (-postgres=false)"
@@ -183,6 +197,14 @@ func run(ctx context.Context, o options, procs *registry) error {
 			return fmt.Errorf("PostgreSQL: %w (use -postgres=false to skip it)", err)
 		default:
 			err = measureLoom(ctx, o, procs, work, "loom-postgres", "postgres", pg.dsn, mockURL, measure)
+			if err == nil && o.storeWindow > 0 {
+				fmt.Fprintln(os.Stderr, "== (e) trace store: recorder → PostgreSQL")
+				var sr storeResult
+				if sr, err = traceStore(ctx, pg.dsn, time.Second, o.storeWindow); err == nil {
+					store = &sr
+					fmt.Fprintf(os.Stderr, "   %.0f traces/s (%d in %s)\n", sr.rate, sr.written, sr.window.Round(time.Millisecond))
+				}
+			}
 			pg.stop()
 			if err != nil {
 				return err
@@ -190,7 +212,7 @@ func run(ctx context.Context, o options, procs *registry) error {
 		}
 	}
 
-	report(os.Stdout, o, targets, pgNote)
+	report(os.Stdout, o, targets, pgNote, store)
 	return nil
 }
 
@@ -261,6 +283,9 @@ tenant "default" {
 	t, err := measure(name, "http://"+addr+"/v1", key)
 	if err == nil {
 		t.rssKB, t.rssDetail = treeRSS(loom.cmd.Process.Pid)
+		if o.memStreams > 0 {
+			t.mem, err = memory(ctx, o, "http://"+addr+"/v1", key, loom.cmd.Process.Pid)
+		}
 	}
 	procs.stop(loom)
 	return err
@@ -297,7 +322,7 @@ func bench(ctx context.Context, o options, baseURL, key, label string, args ...s
 
 // ---------------------------------------------------------------- report
 
-func report(w io.Writer, o options, ts []*target, pgNote string) {
+func report(w io.Writer, o options, ts []*target, pgNote string, store *storeResult) {
 	direct, floor := ts[0], ts[1]
 	fmt.Fprintf(w, "\nLoom benchmark — %s\n", time.Now().UTC().Format("2006-01-02 15:04:05 MST"))
 	fmt.Fprintf(w, "machine: %s, %d cores (GOMAXPROCS %d), %s %s/%s\n", cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), goVersion(), runtime.GOOS, runtime.GOARCH)
@@ -332,6 +357,18 @@ func report(w io.Writer, o options, ts []*target, pgNote string) {
 		check(w, t.b.Throughput >= 0.5*floor.b.Throughput, "saturation ≥ 50% of floor's", fmt.Sprintf("%.0f vs %.0f req/s (%.1f%%)", t.b.Throughput, floor.b.Throughput, pct(t.b.Throughput, floor.b.Throughput)))
 		check(w, lttfc <= 1.0, "stream added TTFC p50 ≤ 1.0 ms", fmt.Sprintf("%.3f ms", lttfc))
 		fmt.Fprintf(w, "  RSS after the runs: %.1f MiB (%s)\n", float64(t.rssKB)/1024, t.rssDetail)
+		if m := t.mem; m != nil {
+			peakMB := float64(m.peakKB) * 1024 / 1e6
+			check(w, peakMB <= 150 && m.res.Errors == 0 && m.res.Successes == int64(m.streams), fmt.Sprintf("memory ≤ 150 MB, %d slow streams", m.streams),
+				fmt.Sprintf("peak %.1f MB = %.1f MiB (%s); before %.1f MiB: +%.1f KiB/stream; %d streams ok, %d failed, ttfc p50 %s ms",
+					peakMB, float64(m.peakKB)/1024, m.peakDetail, float64(m.beforeKB)/1024,
+					float64(m.peakKB-m.beforeKB)/float64(m.streams), m.res.Successes, m.res.Errors, ms(orZero(m.res.TTFC).P50)))
+		}
+	}
+	if store != nil {
+		fmt.Fprintf(w, "\ntrace store (PostgreSQL; %s):\n", store.producer)
+		check(w, store.rate >= 10000 && store.failed == 0, "≥ 10,000 traces/s sustained", fmt.Sprintf("%.0f traces/s (%d traces in %s; %d spooled, %d failed batches)",
+			store.rate, store.written, store.window.Round(time.Millisecond), store.spooled, store.failed))
 	}
 }
 
@@ -752,4 +789,51 @@ func (c *pgCluster) stop() {
 func isExec(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
+
+// ---------------------------------------------------------------- memory
+
+// memResult is scenario (d): many long-lived streams at once.
+type memResult struct {
+	streams          int
+	beforeKB, peakKB int64 // loom + plugins, just before and at the peak
+	peakDetail       string
+	res              result
+}
+
+// memory opens o.memStreams concurrent slow streams through Loom (the
+// mock's SlowModel: o.memChunks chunks o.memGap apart) and samples the RSS
+// of Loom and its plugins while they run. Every connection opens one
+// stream: the closed loop's window is shorter than a stream, so no
+// connection starts a second one.
+func memory(ctx context.Context, o options, baseURL, key string, pid int) (*memResult, error) {
+	m := &memResult{streams: o.memStreams}
+	m.beforeKB, _ = treeRSS(pid)
+	streamTime := time.Duration(max(o.memChunks-1, 0)) * o.memGap
+	fmt.Fprintf(os.Stderr, "   (d) memory: %d streams of %s\n", o.memStreams, streamTime)
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			if kb, detail := treeRSS(pid); kb > m.peakKB {
+				m.peakKB, m.peakDetail = kb, detail
+			}
+		}
+	}()
+	var err error
+	mo := o
+	mo.warmup, mo.duration = 0, max(streamTime/2, 100*time.Millisecond)
+	m.res, err = bench(ctx, mo, baseURL, key, "(d) memory", "-mode", "closed", "-concurrency", strconv.Itoa(o.memStreams),
+		"-stream", "-model", "mock-slow", "-timeout", (streamTime + time.Minute).String())
+	close(stop)
+	<-sampled
+	return m, err
 }
