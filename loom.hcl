@@ -16,6 +16,7 @@ store {
 
 server {
   read_header_timeout = "10s"
+  body_timeout        = "30s"   # longest pause while a client sends its body
   idle_timeout        = "120s"
   max_body_bytes      = 10485760
   shutdown_timeout    = "30s"

@@ -147,6 +147,8 @@ func TestEnvOverrides(t *testing.T) {
 			func(c *Config) any { return c.Store.MaxConns }, 64},
 		{"server read header timeout", "minimal.hcl", map[string]string{"LOOM_SERVER_READ_HEADER_TIMEOUT": "3s"},
 			func(c *Config) any { return c.Server.ReadHeaderTimeout }, 3 * time.Second},
+		{"server body timeout", "minimal.hcl", map[string]string{"LOOM_SERVER_BODY_TIMEOUT": "45s"},
+			func(c *Config) any { return c.Server.BodyTimeout }, 45 * time.Second},
 		{"server idle timeout", "minimal.hcl", map[string]string{"LOOM_SERVER_IDLE_TIMEOUT": "2m"},
 			func(c *Config) any { return c.Server.IdleTimeout }, 2 * time.Minute},
 		{"server max body bytes", "minimal.hcl", map[string]string{"LOOM_SERVER_MAX_BODY_BYTES": "1024"},

@@ -22,6 +22,7 @@ const (
 	defaultSQLiteDSN         = ".loom/loom.db"
 	defaultMaxConns          = 16
 	defaultReadHeaderTimeout = 10 * time.Second
+	defaultBodyTimeout       = 30 * time.Second
 	defaultIdleTimeout       = 120 * time.Second
 	defaultMaxBodyBytes      = 10 << 20
 	defaultShutdownTimeout   = 30 * time.Second
@@ -142,6 +143,7 @@ func defaults() *Config {
 		Store:      Store{Driver: defaultDriver, MaxConns: defaultMaxConns},
 		Server: Server{
 			ReadHeaderTimeout: defaultReadHeaderTimeout,
+			BodyTimeout:       defaultBodyTimeout,
 			IdleTimeout:       defaultIdleTimeout,
 			MaxBodyBytes:      defaultMaxBodyBytes,
 			ShutdownTimeout:   defaultShutdownTimeout,

@@ -34,6 +34,7 @@ func schema() []setting {
 		{path: "store.max_conns", field: func(c *Config) any { return &c.Store.MaxConns }},
 
 		{path: "server.read_header_timeout", field: func(c *Config) any { return &c.Server.ReadHeaderTimeout }},
+		{path: "server.body_timeout", field: func(c *Config) any { return &c.Server.BodyTimeout }},
 		{path: "server.idle_timeout", field: func(c *Config) any { return &c.Server.IdleTimeout }},
 		{path: "server.max_body_bytes", field: func(c *Config) any { return &c.Server.MaxBodyBytes }},
 		{path: "server.shutdown_timeout", field: func(c *Config) any { return &c.Server.ShutdownTimeout }},

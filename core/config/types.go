@@ -59,6 +59,10 @@ type Store struct {
 type Server struct {
 	// ReadHeaderTimeout stops slow-header clients without limiting long streams.
 	ReadHeaderTimeout time.Duration `json:"read_header_timeout"`
+	// BodyTimeout is the longest a client may pause while sending a request
+	// body (each read restarts it), so a stalled upload cannot hold a
+	// request open; it never limits the response or a stream.
+	BodyTimeout time.Duration `json:"body_timeout"`
 	// IdleTimeout closes idle keep-alive connections.
 	IdleTimeout time.Duration `json:"idle_timeout"`
 	// MaxBodyBytes is the largest request body accepted (413 beyond).
@@ -131,10 +135,11 @@ type Route struct {
 func (s Server) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
 		ReadHeaderTimeout string `json:"read_header_timeout"`
+		BodyTimeout       string `json:"body_timeout"`
 		IdleTimeout       string `json:"idle_timeout"`
 		MaxBodyBytes      int64  `json:"max_body_bytes"`
 		ShutdownTimeout   string `json:"shutdown_timeout"`
-	}{s.ReadHeaderTimeout.String(), s.IdleTimeout.String(), s.MaxBodyBytes, s.ShutdownTimeout.String()})
+	}{s.ReadHeaderTimeout.String(), s.BodyTimeout.String(), s.IdleTimeout.String(), s.MaxBodyBytes, s.ShutdownTimeout.String()})
 }
 
 // MarshalJSON writes the TTL as a Go duration string.

@@ -48,6 +48,7 @@ func validate(c *Config, col *collector, explicit map[string]bool) {
 	positive(col, "store.max_conns", int64(c.Store.MaxConns))
 
 	positiveDuration(col, "server.read_header_timeout", c.Server.ReadHeaderTimeout)
+	positiveDuration(col, "server.body_timeout", c.Server.BodyTimeout)
 	positiveDuration(col, "server.idle_timeout", c.Server.IdleTimeout)
 	positive(col, "server.max_body_bytes", c.Server.MaxBodyBytes)
 	positiveDuration(col, "server.shutdown_timeout", c.Server.ShutdownTimeout)

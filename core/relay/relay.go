@@ -6,7 +6,7 @@ package relay
 import (
 	"errors"
 	"net/http"
-	"strings"
+	"net/textproto"
 	"time"
 
 	"github.com/loom-runtime/loom/sdk/provider"
@@ -15,19 +15,29 @@ import (
 
 // CopyHeaders copies upstream response headers worth relaying to h. Hop-by-hop
 // and length headers are dropped; the upstream's own request id is renamed
-// so it cannot be confused with Loom's x-request-id.
+// so it cannot be confused with Loom's x-request-id. Names are matched and
+// set in canonical form, as http.Header.Set does; the values share one
+// allocation.
 func CopyHeaders(h http.Header, upstream map[string]string) {
+	if len(upstream) == 0 {
+		return
+	}
+	vals := make([]string, 0, len(upstream))
 	for k, v := range upstream {
-		switch strings.ToLower(k) {
-		case "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-			"proxy-authenticate", "proxy-connection", "content-length", "content-encoding",
-			"set-cookie", "x-loom-overhead-ms":
+		name := textproto.CanonicalMIMEHeaderKey(k)
+		switch name {
+		case "Connection", "Keep-Alive", "Transfer-Encoding", "Te", "Trailer", "Upgrade",
+			"Proxy-Authenticate", "Proxy-Connection", "Content-Length", "Content-Encoding",
+			"Set-Cookie", "X-Loom-Overhead-Ms",
+			// Credential headers: no answer needs them, and they may hold a provider's key.
+			"Authorization", "Proxy-Authorization", "Api-Key", "X-Api-Key", "Cookie":
 			continue
-		case "x-request-id":
-			h.Set("X-Upstream-Request-Id", v)
-		default:
-			h.Set(k, v)
+		case "X-Request-Id":
+			name = "X-Upstream-Request-Id"
 		}
+		vals = append(vals, v)
+		n := len(vals)
+		h[name] = vals[n-1 : n : n]
 	}
 }
 
@@ -54,6 +64,7 @@ type Stream struct {
 	Events, Withheld int
 	sawDone          bool
 	heldDone         bool
+	failure          []byte // the error event Fail recorded, written by Finish
 	err              error
 
 	// Tap, when set, sees every event written to the client, as written.
@@ -153,7 +164,8 @@ func (s *Stream) Headers() map[string]string { return s.headers }
 func (s *Stream) SawDone() bool { return s.sawDone }
 
 // Fail ends a committed stream with an error event in OpenAI's shape
-// (what OpenAI's SDKs raise as an API error), without [DONE].
+// (what OpenAI's SDKs raise as an API error), without [DONE]: it records
+// the event in the trace now and Finish writes it.
 func (s *Stream) Fail(body []byte) {
 	if !s.committed || s.err != nil {
 		return
@@ -161,18 +173,28 @@ func (s *Stream) Fail(body []byte) {
 	if s.Tap != nil {
 		s.Tap(body)
 	}
-	if sse.WriteEvent(s.w, body) == nil {
-		s.flush()
-	}
+	s.failure = body
 }
 
-// WriteDone writes a [DONE] held back by HoldDone.
-func (s *Stream) WriteDone() {
-	if !s.heldDone || s.err != nil {
+// Finish writes the stream's last event: the error event recorded by Fail,
+// or a [DONE] held back by HoldDone. The caller commits the trace first, so
+// with sync durability a client never sees the end of a stream whose trace
+// is not durable.
+func (s *Stream) Finish() {
+	if s.err != nil {
 		return
 	}
-	s.heldDone = false
-	if sse.WriteEvent(s.w, []byte("[DONE]")) == nil {
+	last := s.failure
+	switch {
+	case last != nil:
+		s.failure = nil
+	case s.heldDone:
+		s.heldDone = false
+		last = []byte("[DONE]")
+	default:
+		return
+	}
+	if sse.WriteEvent(s.w, last) == nil {
 		s.flush()
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/loom-runtime/loom/core/apierror"
@@ -42,8 +43,9 @@ type Providers interface {
 // hop-by-hop headers — stays at Loom.
 var forwardedHeaders = []string{"OpenAI-Beta", "Idempotency-Key", "X-Stainless-Retry-Count"}
 
-// readBody reads the request body once, within the size limit.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+// readBody reads the request body once, within the size limit and
+// server.body_timeout.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *capture) ([]byte, error) {
 	limit := s.o.MaxBodyBytes
 	if limit <= 0 {
 		limit = 10 << 20
@@ -51,16 +53,109 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	if r.ContentLength > limit {
 		return nil, tooLarge(limit)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var body []byte
+	var err error
+	if s.o.BodyTimeout > 0 && r.ContentLength != 0 {
+		body, err = s.readPaced(w, r, c, http.MaxBytesReader(w, r.Body, limit))
+	} else {
+		body, err = readAll(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
+	}
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
 		return nil, tooLarge(limit)
+	case err == errBodyStalled:
+		return nil, apierror.New(http.StatusRequestTimeout, apierror.TypeInvalidRequest, "body_timeout",
+			fmt.Sprintf("The client paused for more than %v while sending the request body (server.body_timeout).", s.o.BodyTimeout))
 	case err != nil:
 		return nil, apierror.New(http.StatusBadRequest, apierror.TypeInvalidRequest, "body_read_failed",
 			"Loom could not read the request body: "+err.Error())
 	}
 	return body, nil
+}
+
+var errBodyStalled = errors.New("request body stalled")
+
+// readPaced reads the body while watching the pauses between its reads: a
+// client silent for longer than server.body_timeout gets a 408, a slow but
+// steady upload does not. net/http cannot answer a request once a read of
+// its body has failed, so the read runs aside: on a stall the answer is
+// written first (full duplex, connection closing), then c.release ends the
+// blocked read.
+func (s *Server) readPaced(w http.ResponseWriter, r *http.Request, c *capture, src io.Reader) ([]byte, error) {
+	type result struct {
+		body []byte
+		err  error
+	}
+	var last atomic.Int64 // unix nanos of the latest progress
+	last.Store(time.Now().UnixNano())
+	done := make(chan result, 1)
+	go func() {
+		b, err := readAll(&pacedReader{r: src, last: &last}, r.ContentLength)
+		done <- result{b, err}
+	}()
+	t := time.NewTimer(s.o.BodyTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case res := <-done:
+			return res.body, res.err
+		case <-r.Context().Done():
+			// The client left, or Loom is shutting down: end the read.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			res := <-done
+			return res.body, res.err
+		case <-t.C:
+			if idle := time.Since(time.Unix(0, last.Load())); idle < s.o.BodyTimeout {
+				t.Reset(s.o.BodyTimeout - idle)
+				continue
+			}
+			rc := http.NewResponseController(w)
+			_ = rc.EnableFullDuplex()
+			w.Header().Set("Connection", "close")
+			c.release = func() {
+				_ = rc.SetReadDeadline(time.Now())
+				<-done
+			}
+			return nil, errBodyStalled
+		}
+	}
+}
+
+// pacedReader notes when the body last made progress.
+type pacedReader struct {
+	r    io.Reader
+	last *atomic.Int64
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.last.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// readAll is io.ReadAll with the buffer sized from the declared length
+// (plus one byte to see EOF), so a body is read without regrowing.
+func readAll(r io.Reader, size int64) ([]byte, error) {
+	if size < 0 || size > 1<<20 {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, size+1)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // longer than declared: grow
+		}
+	}
 }
 
 func tooLarge(limit int64) error {
@@ -91,7 +186,7 @@ type call struct {
 func (s *Server) prepare(w http.ResponseWriter, r *http.Request, tc *capture, validate func(request.Peeked) error) (*call, error) {
 	c := &call{cap: tc}
 	c.principal, _ = auth.FromContext(r.Context())
-	body, err := s.readBody(w, r)
+	body, err := s.readBody(w, r, c.cap)
 	if err != nil {
 		return nil, err
 	}
@@ -126,15 +221,27 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, tc *capture, va
 	return c, nil
 }
 
+// upstreamHeaders are the forwardedHeaders of r, but for a value that
+// holds the client's Loom key (pasted into the wrong header, say).
 func upstreamHeaders(r *http.Request) map[string]string {
 	var h map[string]string
+	key, keyed := "", false
 	for _, k := range forwardedHeaders {
-		if v := r.Header.Get(k); v != "" {
-			if h == nil {
-				h = make(map[string]string, 2)
-			}
-			h[k] = v
+		v := r.Header.Get(k)
+		if v == "" {
+			continue
 		}
+		if !keyed {
+			key, _ = auth.KeyFromRequest(r)
+			keyed = true
+		}
+		if key != "" && strings.Contains(v, key) {
+			continue
+		}
+		if h == nil {
+			h = make(map[string]string, 2)
+		}
+		h[k] = v
 	}
 	return h
 }
@@ -241,7 +348,11 @@ func (s *Server) writeUnary(w http.ResponseWriter, r *http.Request, c *call, res
 	w.WriteHeader(resp.Status)
 	if _, err := w.Write(resp.Body); err != nil {
 		s.log.Debug("client left while the answer was written", "request_id", rec.RequestID, "error", err)
+		return nil
 	}
+	// Send the answer now: net/http would only flush it once the handler
+	// chain returned, after the access log line is written.
+	_ = http.NewResponseController(w).Flush()
 	return nil
 }
 
@@ -281,6 +392,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call) error {
 		rec.Status, rec.HTTPStatus, rec.Error = trace.StatusPluginFailure, out.Status(), e.Message
 		out.Fail(e.Body())
 		s.commit(c.cap, out.Status())
+		out.Finish()
 		return nil
 	case end == nil:
 		return apierror.Internal(errors.New("plugin returned neither an end nor an error"))
@@ -315,13 +427,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call) error {
 		rec.Status, rec.Error = trace.StatusStreamFailure, e.Message
 		out.Fail(e.Body())
 		s.commit(c.cap, rec.HTTPStatus)
+		out.Finish()
 	case !out.SawDone():
 		rec.Status, rec.Error = trace.StatusStreamFailure, "the upstream stream ended without [DONE]"
 		s.commit(c.cap, rec.HTTPStatus)
 	default:
 		rec.Status = trace.StatusOK
 		s.commit(c.cap, rec.HTTPStatus)
-		out.WriteDone() // with sync durability, [DONE] waited for the trace
+		out.Finish() // with sync durability, [DONE] waited for the trace
 	}
 	return nil
 }

@@ -54,6 +54,9 @@ type Options struct {
 	// keep-alive connections. Neither limits a long response stream.
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
+	// BodyTimeout is the longest pause allowed while a client sends a
+	// request body (each read restarts it); it never limits a response.
+	BodyTimeout time.Duration
 	// ShutdownTimeout bounds how long in-flight requests may finish after
 	// the serving context ends.
 	ShutdownTimeout time.Duration
@@ -279,8 +282,9 @@ func (s *Server) requestID(next http.Handler) http.Handler {
 		if err != nil {
 			id = uuid.New()
 		}
-		w.Header().Set("X-Request-Id", id.String())
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id.String())))
+		sid := id.String()
+		w.Header()["X-Request-Id"] = []string{sid}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, sid)))
 	})
 }
 

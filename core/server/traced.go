@@ -29,6 +29,9 @@ type capture struct {
 	tenant    string // the tenant's name, for metrics
 	maxBody   int64
 	submitted bool
+	// release, when set, runs once the error answer is written (it ends a
+	// body read left blocked by a stalled client).
+	release func()
 }
 
 // tap records one relayed SSE event, as written to the client, up to the
@@ -80,8 +83,15 @@ func (s *Server) traced(endpoint string, h tracedFunc) http.Handler {
 		}
 		e := s.traceError(r.Context(), c, err)
 		s.commit(c, e.Status)
-		if r.Context().Err() == nil {
-			writeError(w, e)
+		// Answer even a client that seems gone: one that only closed its
+		// side of the connection (say, after less body than it announced)
+		// still reads, and would otherwise get an empty 200.
+		writeError(w, e)
+		if c.release != nil {
+			if f, ok := w.(http.Flusher); ok {
+				f.Flush()
+			}
+			c.release()
 		}
 	})
 }

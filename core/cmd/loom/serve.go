@@ -145,6 +145,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		Logger:            log.Named("http"),
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
 		IdleTimeout:       cfg.Server.IdleTimeout,
+		BodyTimeout:       cfg.Server.BodyTimeout,
 		ShutdownTimeout:   cfg.Server.ShutdownTimeout,
 		Dashboard:         dash,
 	})
