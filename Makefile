@@ -42,7 +42,8 @@ clean:
 	rm -rf bin
 
 # Overhead benchmark: mock upstream direct vs a bare reverse proxy (loom-floor)
-# vs Loom (SQLite, and PostgreSQL when initdb/pg_ctl exist). ~2–3 minutes.
+# vs Loom (SQLite, and PostgreSQL when initdb/pg_ctl exist), 1,000 slow
+# streams' RSS, and the trace store's throughput. ~3 minutes.
 # Extra flags: make bench BENCH_FLAGS='-duration 30s -postgres=false'.
 bench: build
 	$(GO) build -o bin/loom-mock ./core/cmd/loom-mock
