@@ -356,24 +356,37 @@ func (i *Instance) kill() {
 // current returns the running generation, waiting for a restart to finish
 // (up to RestartWait or ctx).
 func (i *Instance) current(ctx context.Context) (*generation, error) {
-	i.mu.Lock()
-	g, ready, closed := i.gen, i.ready, i.closed
-	i.mu.Unlock()
-	if closed {
-		return nil, fmt.Errorf("%w: provider %q is shut down", ErrPluginFailed, i.name)
-	}
-	if g != nil && !g.failed.Load() {
-		return g, nil
-	}
-	t := time.NewTimer(i.host.o.RestartWait)
-	defer t.Stop()
-	select {
-	case <-ready:
-		return i.current(ctx)
-	case <-t.C:
-		return nil, fmt.Errorf("%w: the %q plugin for provider %q is restarting; retry shortly", ErrPluginFailed, i.plugin, i.name)
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	var deadline <-chan time.Time
+	for {
+		i.mu.Lock()
+		g, ready, closed := i.gen, i.ready, i.closed
+		i.mu.Unlock()
+		if closed {
+			return nil, fmt.Errorf("%w: provider %q is shut down", ErrPluginFailed, i.name)
+		}
+		if g != nil && !g.failed.Load() {
+			return g, nil
+		}
+		if deadline == nil {
+			t := time.NewTimer(i.host.o.RestartWait)
+			defer t.Stop()
+			deadline = t.C
+		}
+		var recheck <-chan time.Time
+		if g != nil {
+			// Flagged as failed, but the supervisor has not replaced it yet
+			// (ready is still closed for it): look again shortly rather
+			// than spin.
+			ready, recheck = nil, time.After(10*time.Millisecond)
+		}
+		select {
+		case <-ready:
+		case <-recheck:
+		case <-deadline:
+			return nil, fmt.Errorf("%w: the %q plugin for provider %q is restarting; retry shortly", ErrPluginFailed, i.plugin, i.name)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }
 

@@ -406,7 +406,8 @@ func TestSoak(t *testing.T) {
 	}
 	t.Logf("soak: %d requests in %v (%.0f/s), %d accepted, %d refused; %d traces: %d missing, %d duplicated; %d plugin processes killed",
 		n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), accepted, n-accepted, len(perRequest)-100, missing, duplicated, killed.Load())
-	t.Logf("after: %d goroutines in loom (baseline %d), %.1f MiB RSS (baseline %.1f)", after.goroutines, base.goroutines, after.rssMiB(), base.rssMiB())
+	t.Logf("after: %d goroutines in loom (baseline %d), %.1f MiB RSS (loom %.1f + plugins %.1f; baseline %.1f)",
+		after.goroutines, base.goroutines, after.rssMiB(), after.loomMiB, after.pluginMiB, base.rssMiB())
 	if missing != 0 || duplicated != 0 || int64(len(perRequest)) != wantTraces || got != wantTraces {
 		t.Errorf("traces: %d distinct requests, %d counted, want %d; %d missing, %d duplicated", len(perRequest), got, wantTraces, missing, duplicated)
 	}
