@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -113,8 +114,8 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startServe starts `loom serve` and waits until /healthz answers.
-func startServe(t *testing.T, dir string, env []string, args ...string) *gateway {
+// startServeNoWait starts `loom serve` without waiting for it to listen.
+func startServeNoWait(t *testing.T, dir string, env []string, args ...string) *gateway {
 	t.Helper()
 	addr := freeAddr(t)
 	cmd := loomCmd(t, dir, append(env, "LOOM_LISTEN="+addr), append([]string{"serve"}, args...)...)
@@ -125,6 +126,13 @@ func startServe(t *testing.T, dir string, env []string, args ...string) *gateway
 	}
 	go func() { s.done <- cmd.Wait() }()
 	t.Cleanup(func() { s.stop(t, syscall.SIGKILL) })
+	return s
+}
+
+// startServe starts `loom serve` and waits until /healthz answers.
+func startServe(t *testing.T, dir string, env []string, args ...string) *gateway {
+	t.Helper()
+	s := startServeNoWait(t, dir, env, args...)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -175,6 +183,28 @@ func get(t *testing.T, url string, header ...string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// metricValue finds one unlabelled sample in a Prometheus text exposition.
+func metricValue(exposition, name string) (float64, bool) {
+	for _, line := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+// gaugeValue reads one unlabelled metric from the gateway's /metrics.
+func gaugeValue(t *testing.T, gw *gateway, name string) float64 {
+	t.Helper()
+	code, body := get(t, gw.url+"/metrics", "Authorization", "Bearer admin-token-secret")
+	v, ok := metricValue(body, name)
+	if code != http.StatusOK || !ok {
+		t.Fatalf("/metrics: %d, no %s:\n%s", code, name, body)
+	}
+	return v
 }
 
 // prodConfig is a config without the dev block: keys must come from the environment.

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -302,18 +301,11 @@ type crashKill struct {
 	depth       int64
 }
 
-var queueDepth = regexp.MustCompile(`(?m)^loom_trace_queue_depth ([0-9]+)$`)
-
 // killUnderLoad reads the recorder's queue depth, then SIGKILLs the gateway.
 func killUnderLoad(t *testing.T, gw *gateway) crashKill {
 	t.Helper()
 	k := crashKill{sampled: time.Now()}
-	code, body := get(t, gw.url+"/metrics", "Authorization", "Bearer admin-token-secret")
-	m := queueDepth.FindStringSubmatch(body)
-	if code != http.StatusOK || m == nil {
-		t.Fatalf("/metrics: %d, no loom_trace_queue_depth:\n%s", code, body)
-	}
-	k.depth, _ = strconv.ParseInt(m[1], 10, 64)
+	k.depth = int64(gaugeValue(t, gw, "loom_trace_queue_depth"))
 	k.at = killGateway(t, gw)
 	return k
 }
@@ -326,21 +318,6 @@ func killGateway(t *testing.T, gw *gateway) time.Time {
 		t.Fatalf("loom serve exited with %d, not killed", code)
 	}
 	return kill
-}
-
-// startServeNoWait starts `loom serve` without waiting for it to listen.
-func startServeNoWait(t *testing.T, dir string, env []string) *gateway {
-	t.Helper()
-	addr := freeAddr(t)
-	cmd := loomCmd(t, dir, append(env, "LOOM_LISTEN="+addr), "serve")
-	s := &gateway{cmd: cmd, url: "http://" + addr, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
-	cmd.Stdout, cmd.Stderr = s.stdout, s.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.done <- cmd.Wait() }()
-	t.Cleanup(func() { s.stop(t, syscall.SIGKILL) })
-	return s
 }
 
 // waitLog waits until the gateway's log holds s.

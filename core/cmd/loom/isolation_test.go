@@ -28,7 +28,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -36,7 +35,6 @@ import (
 	"github.com/loom-runtime/loom/core/internal/testpg"
 	"github.com/loom-runtime/loom/core/seal"
 	"github.com/loom-runtime/loom/core/store"
-	"github.com/loom-runtime/loom/core/store/backend"
 	"github.com/loom-runtime/loom/schema"
 )
 
@@ -194,7 +192,7 @@ func testIsolation(t *testing.T, backendName string, n int) {
 			tenants[i].keys = append(tenants[i].keys, lastLine(mustRun(t, dir, cliEnv, "key", "create", "--tenant", name)))
 		}
 	}
-	st := isoOpenStore(t, cliEnv)
+	st := openStoreAt(t, dir, cliEnv)
 	for _, tn := range tenants {
 		tn.id = tenantID(t, st, tn.name)
 		keys, err := st.ListAPIKeys(ctx, tn.id)
@@ -445,25 +443,6 @@ func isoAppRole(t *testing.T, superDSN string) string {
 	return u.String()
 }
 
-func isoOpenStore(t *testing.T, env []string) store.Store {
-	t.Helper()
-	var driver, dsn string
-	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "LOOM_STORE_DRIVER="); ok {
-			driver = v
-		}
-		if v, ok := strings.CutPrefix(kv, "LOOM_STORE_DSN="); ok {
-			dsn = v
-		}
-	}
-	st, err := backend.Open(context.Background(), driver, dsn, 4, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
 // isoAllTraces reads every trace of every tenant, walking the hash chains
 // (which name no tenant).
 func isoAllTraces(t *testing.T, st store.Store) []store.Trace {
@@ -541,7 +520,6 @@ func isoLoad(t *testing.T, gwURL string, reqs []*isoReq) isoLoadResult {
 	polled := make(chan struct{})
 	go func() {
 		defer close(polled)
-		re := regexp.MustCompile(`(?m)^loom_trace_queue_depth (\d+)`)
 		for {
 			select {
 			case <-stop:
@@ -556,9 +534,8 @@ func isoLoad(t *testing.T, gwURL string, reqs []*isoReq) isoLoadResult {
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if m := re.FindSubmatch(b); m != nil {
-				v, _ := strconv.ParseInt(string(m[1]), 10, 64)
-				raise(&loomPeak, v)
+			if v, ok := metricValue(string(b), "loom_trace_queue_depth"); ok {
+				raise(&loomPeak, int64(v))
 			}
 		}
 	}()

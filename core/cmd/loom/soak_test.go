@@ -331,7 +331,7 @@ func TestSoak(t *testing.T) {
 		t.Errorf("%d clients that read whole answers got transport errors, e.g. %q", len(transportErrors), transportErrors[0])
 	}
 
-	st := openStore(t, &proxyEnv{dir: dir, env: env})
+	st := openStoreAt(t, dir, env)
 	tenant := tenantID(t, st, "acme")
 	wantTraces := int64(accepted + 100) // the warm-up requests are traced too
 	deadline := time.Now().Add(2*time.Minute + *soakOutage)
@@ -456,7 +456,7 @@ func soakProbe(t *testing.T, gw *gateway, pid int, tr *http.Transport) soakSampl
 	var s soakSample
 	for i := 0; i < 20; i++ { // settle: up to 2 s for closed connections' goroutines to end
 		time.Sleep(100 * time.Millisecond)
-		g := soakMetric(t, gw, "go_goroutines")
+		g := gaugeValue(t, gw, "go_goroutines")
 		if i > 0 && int(g) == s.goroutines {
 			break
 		}
@@ -467,26 +467,6 @@ func soakProbe(t *testing.T, gw *gateway, pid int, tr *http.Transport) soakSampl
 		s.pluginMiB += float64(soakRSSKiB(p)) / 1024
 	}
 	return s
-}
-
-// soakMetric reads one unlabelled metric from loom's /metrics.
-func soakMetric(t *testing.T, gw *gateway, name string) float64 {
-	t.Helper()
-	code, body := get(t, gw.url+"/metrics", "Authorization", "Bearer admin-token-secret")
-	if code != 200 {
-		t.Fatalf("/metrics: %d %s", code, body)
-	}
-	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("/metrics %s: %v", name, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("/metrics has no %s", name)
-	return 0
 }
 
 // soakRSSKiB is a process's resident set size from /proc.

@@ -26,8 +26,14 @@ import (
 // openStore opens the store a gateway of the test writes to.
 func openStore(t *testing.T, p *proxyEnv) store.Store {
 	t.Helper()
-	driver, dsn := "sqlite", filepath.Join(p.dir, "loom.db")
-	for _, kv := range p.env {
+	return openStoreAt(t, p.dir, p.env)
+}
+
+// openStoreAt opens the store a gateway run in dir with env writes to.
+func openStoreAt(t *testing.T, dir string, env []string) store.Store {
+	t.Helper()
+	driver, dsn := "sqlite", filepath.Join(dir, "loom.db")
+	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "LOOM_STORE_DRIVER="); ok {
 			driver = v
 		}
