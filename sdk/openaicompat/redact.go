@@ -3,6 +3,7 @@ package openaicompat
 import (
 	"bytes"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -48,11 +49,7 @@ func credentials(h http.Header) secrets {
 		}
 	}
 	// Longest first: a credential holding another is masked whole.
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && len(s[j]) > len(s[j-1]); j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
+	slices.SortStableFunc(s, func(a, b []byte) int { return len(b) - len(a) })
 	return s
 }
 
