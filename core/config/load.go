@@ -25,6 +25,7 @@ const (
 	defaultBodyTimeout       = 30 * time.Second
 	defaultIdleTimeout       = 120 * time.Second
 	defaultMaxBodyBytes      = 10 << 20
+	defaultMemoryTargetBytes = 64 << 20
 	defaultShutdownTimeout   = 30 * time.Second
 	defaultCacheTTL          = 5 * time.Second
 	defaultCacheSize         = 10000
@@ -147,6 +148,7 @@ func defaults() *Config {
 			IdleTimeout:       defaultIdleTimeout,
 			MaxBodyBytes:      defaultMaxBodyBytes,
 			ShutdownTimeout:   defaultShutdownTimeout,
+			MemoryTargetBytes: defaultMemoryTargetBytes,
 		},
 		Auth: Auth{CacheTTL: defaultCacheTTL, CacheSize: defaultCacheSize},
 		Log:  Log{Level: defaultLogLevel, Format: defaultLogFormat},

@@ -38,6 +38,7 @@ func schema() []setting {
 		{path: "server.idle_timeout", field: func(c *Config) any { return &c.Server.IdleTimeout }},
 		{path: "server.max_body_bytes", field: func(c *Config) any { return &c.Server.MaxBodyBytes }},
 		{path: "server.shutdown_timeout", field: func(c *Config) any { return &c.Server.ShutdownTimeout }},
+		{path: "server.memory_target_bytes", field: func(c *Config) any { return &c.Server.MemoryTargetBytes }},
 
 		{path: "auth.cache_ttl", field: func(c *Config) any { return &c.Auth.CacheTTL }},
 		{path: "auth.cache_size", field: func(c *Config) any { return &c.Auth.CacheSize }},

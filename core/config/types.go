@@ -69,6 +69,11 @@ type Server struct {
 	MaxBodyBytes int64 `json:"max_body_bytes"`
 	// ShutdownTimeout is how long in-flight requests may run after SIGTERM.
 	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
+	// MemoryTargetBytes paces the garbage collector: collections start
+	// when Loom's Go memory reaches it, but never after the heap grows by
+	// less than a quarter of what is live (sdk/gctune). 0 leaves Go's
+	// defaults; the GOGC and GOMEMLIMIT environment variables win over it.
+	MemoryTargetBytes int64 `json:"memory_target_bytes"`
 }
 
 // Auth tunes the API key cache.
@@ -139,7 +144,8 @@ func (s Server) MarshalJSON() ([]byte, error) {
 		IdleTimeout       string `json:"idle_timeout"`
 		MaxBodyBytes      int64  `json:"max_body_bytes"`
 		ShutdownTimeout   string `json:"shutdown_timeout"`
-	}{s.ReadHeaderTimeout.String(), s.BodyTimeout.String(), s.IdleTimeout.String(), s.MaxBodyBytes, s.ShutdownTimeout.String()})
+		MemoryTargetBytes int64  `json:"memory_target_bytes"`
+	}{s.ReadHeaderTimeout.String(), s.BodyTimeout.String(), s.IdleTimeout.String(), s.MaxBodyBytes, s.ShutdownTimeout.String(), s.MemoryTargetBytes})
 }
 
 // MarshalJSON writes the TTL as a Go duration string.

@@ -10,6 +10,7 @@ server {
   read_header_timeout = "0s"
   idle_timeout        = "-1m"
   max_body_bytes      = -1
+  memory_target_bytes = -5
   shutdown_timeout    = "30s"
 }
 

@@ -20,6 +20,7 @@ server {
   idle_timeout        = "120s"
   max_body_bytes      = 10485760
   shutdown_timeout    = "30s"
+  memory_target_bytes = 67108864  # the GC keeps Loom's Go memory near this (0: Go's defaults)
 }
 
 auth {
