@@ -40,8 +40,8 @@ type Event struct {
 }
 
 const (
-	initialBufSize = 4096
-	maxReadRetries = 100 // reads returning 0, nil before io.ErrNoProgress
+	initialBufSize = 1024 // grows by doubling to the longest line seen; events are typically a few hundred bytes
+	maxReadRetries = 100  // reads returning 0, nil before io.ErrNoProgress
 	keepDataCap    = 64 << 10
 )
 
