@@ -71,6 +71,9 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *capture) ([
 		return nil, apierror.New(http.StatusBadRequest, apierror.TypeInvalidRequest, "body_read_failed",
 			"Loom could not read the request body: "+err.Error())
 	}
+	// Read to its end: closing it spares net/http an attempt to drain it
+	// when the response starts.
+	_ = r.Body.Close()
 	return body, nil
 }
 
