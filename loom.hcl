@@ -41,7 +41,7 @@ trace {
   spool_max_bytes  = 1073741824     # beyond this Loom answers 503 rather than serve untraced traffic
   queue_size       = 10000          # traces waiting for the writer
   batch_size       = 500            # traces per store transaction, at most
-  batch_interval   = "50ms"         # a batch is written at least this often
+  batch_interval   = "5ms"          # longest a trace waits for its batch to fill
   max_body_bytes   = 8388608        # a longer captured body is truncated in the trace (and flagged)
   shutdown_timeout = "10s"          # how long flushing may take at shutdown
 }

@@ -186,7 +186,7 @@ func TestEnvOverrides(t *testing.T) {
 		{"trace defaults", "minimal.hcl", nil,
 			func(c *Config) any { return c.Trace }, Trace{
 				Durability: "async", SpoolDir: ".loom/spool", SpoolMaxBytes: 1 << 30, QueueSize: 10000, BatchSize: 500,
-				BatchInterval: 50 * time.Millisecond, MaxBodyBytes: 8 << 20, ShutdownTimeout: 10 * time.Second,
+				BatchInterval: 5 * time.Millisecond, MaxBodyBytes: 8 << 20, ShutdownTimeout: 10 * time.Second,
 			}},
 		{"dev master key file", "default.hcl", map[string]string{"LOOM_DEV_MASTER_KEY_FILE": "/tmp/k"},
 			func(c *Config) any { return c.Dev.MasterKeyFile }, "/tmp/k"},

@@ -36,7 +36,7 @@ const (
 	defaultSpoolMaxBytes     = 1 << 30
 	defaultQueueSize         = 10000
 	defaultBatchSize         = 500
-	defaultBatchInterval     = 50 * time.Millisecond
+	defaultBatchInterval     = 5 * time.Millisecond
 	defaultTraceBodyBytes    = 8 << 20
 	defaultTraceShutdown     = 10 * time.Second
 )
