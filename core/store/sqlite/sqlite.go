@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -41,6 +42,8 @@ type Store struct {
 	writer *sql.DB // exactly one connection; transactions are BEGIN IMMEDIATE
 	reader *sql.DB // query_only connections
 	log    hclog.Logger
+
+	inserts sync.Map // rows (int) -> *sql.Stmt on writer, see insertStmt
 }
 
 var _ store.Store = (*Store)(nil)
@@ -129,7 +132,12 @@ func (s *Store) Path() string { return s.path }
 
 // Close closes both connection pools.
 func (s *Store) Close() error {
-	return errors.Join(s.reader.Close(), s.writer.Close())
+	var errs []error
+	s.inserts.Range(func(_, st any) bool {
+		errs = append(errs, st.(*sql.Stmt).Close())
+		return true
+	})
+	return errors.Join(append(errs, s.reader.Close(), s.writer.Close())...)
 }
 
 // Ping checks that both pools can reach the database.
