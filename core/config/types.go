@@ -71,7 +71,7 @@ type Server struct {
 	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
 	// MemoryTargetBytes paces the garbage collector: collections start
 	// when Loom's Go memory reaches it, but never after the heap grows by
-	// less than a quarter of what is live (sdk/gctune). 0 leaves Go's
+	// less than a tenth of what is live (sdk/gctune). 0 leaves Go's
 	// defaults; the GOGC and GOMEMLIMIT environment variables win over it.
 	MemoryTargetBytes int64 `json:"memory_target_bytes"`
 }

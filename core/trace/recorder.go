@@ -185,9 +185,12 @@ func (r *Recorder) Close(ctx context.Context) error {
 }
 
 // item is a record on its way to durability.
+// It keeps the sealed row and the record's durability signal, not the
+// record: the record's plaintext bodies can be collected while the batch
+// waits for the store (1,000 streams ending together otherwise held both).
 type item struct {
-	rec *Record
-	row store.Trace
+	done chan struct{} // closed once durable (sync durability), or nil
+	row  store.Trace
 }
 
 // write is the single writer: it batches, finalises and writes. A batch
@@ -215,7 +218,7 @@ func (r *Recorder) write() {
 				still = append(still, rec)
 				continue
 			}
-			unwritten = append(unwritten, item{rec: rec, row: row})
+			unwritten = append(unwritten, item{done: rec.done, row: row})
 		}
 		waiting = still
 		for len(unwritten) > 0 {
@@ -295,8 +298,8 @@ func (r *Recorder) persist(batch []item) error {
 		r.spooled.Add(int64(len(rows)))
 	}
 	for _, it := range batch {
-		if it.rec.done != nil {
-			close(it.rec.done)
+		if it.done != nil {
+			close(it.done)
 		}
 	}
 	r.slots.Add(-int64(len(batch)))

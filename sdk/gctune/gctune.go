@@ -12,13 +12,15 @@
 // gctune does neither. After every collection it sets GOGC so that the
 // next one starts when the process's Go memory (heap, goroutine stacks,
 // runtime metadata) reaches Policy.Target, clamped to [MinPercent,
-// MaxPercent]. Far below the target the collector runs rarely
-// (MaxPercent); past it, the heap may still grow by MinPercent of what is
-// live, so collecting never becomes continuous: its cost stays
-// proportional to what the process allocates.
+// MaxPercent], and a soft memory limit at the target that rises with what
+// is live. Far below the target the collector runs rarely (MaxPercent);
+// past it, the heap may still grow by MinPercent of what is live, so
+// collecting never becomes continuous: its cost stays proportional to
+// what the process allocates.
 package gctune
 
 import (
+	"math"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -34,6 +36,18 @@ type Policy struct {
 	Target uint64
 	// MinPercent and MaxPercent bound the GOGC that Start sets.
 	MinPercent, MaxPercent int
+}
+
+// Limit is the soft memory limit that goes with Percent: p.Target, or,
+// once the process holds more, what it holds plus MinPercent of what is
+// live. GOGC takes effect at the next collection only, so a burst of
+// allocation after a quiet period (when GOGC is at its maximum) could
+// grow the heap far past the target; the limit bounds it meanwhile.
+// inUse is all the Go memory the process holds (not returned to the OS),
+// including fragmentation and the garbage of the last cycle: a limit
+// below it would make the collector run back to back.
+func (p Policy) Limit(inUse, live, scanStacks, globals uint64) uint64 {
+	return max(p.Target, inUse+(live+scanStacks+globals)*uint64(p.MinPercent)/100)
 }
 
 // Percent is the GOGC that starts the next collection at p.Target, given
@@ -53,12 +67,13 @@ func (p Policy) Percent(live, scanStacks, globals, nonHeap uint64) int {
 	return int(min(max(pct, uint64(p.MinPercent)), uint64(p.MaxPercent)))
 }
 
-// Start sets GOGC from p now and after every garbage collection until
-// stop is called; stop restores the GOGC in effect before Start. Start
+// Start sets GOGC and the soft memory limit from p now and after every
+// garbage collection until stop is called; stop restores the GOGC and the
+// limit in effect before Start. Start
 // ignores the GOGC and GOMEMLIMIT environment variables; callers that
 // honour them check before calling.
 func Start(p Policy) (stop func()) {
-	before := Current()
+	before, beforeLimit := Current(), debug.SetMemoryLimit(-1)
 	t := &tuner{p: p, samples: []metrics.Sample{
 		{Name: "/gc/heap/live:bytes"},
 		{Name: "/gc/scan/stack:bytes"},
@@ -76,6 +91,7 @@ func Start(p Policy) (stop func()) {
 		once.Do(func() {
 			t.stopped.Store(true)
 			debug.SetGCPercent(before)
+			debug.SetMemoryLimit(beforeLimit)
 		})
 	}
 }
@@ -124,5 +140,10 @@ func (t *tuner) tune() {
 	if total > heap {
 		nonHeap = total - heap
 	}
+	var inUse uint64
+	if total > released+free {
+		inUse = total - released - free
+	}
+	debug.SetMemoryLimit(int64(min(t.p.Limit(inUse, live, stacks, globals), math.MaxInt64)))
 	debug.SetGCPercent(t.p.Percent(live, stacks, globals, nonHeap))
 }

@@ -1,6 +1,7 @@
 package gctune
 
 import (
+	"math"
 	"runtime"
 	"runtime/debug"
 	"testing"
@@ -33,6 +34,7 @@ func TestPercent(t *testing.T) {
 // and freeing it brings GOGC back up.
 func TestStartFollowsTheLiveHeap(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
 	const mib = 1 << 20
 	stop := Start(Policy{Target: 32 * mib, MinPercent: 30, MaxPercent: 300})
 	defer stop()
@@ -65,6 +67,9 @@ func TestStartFollowsTheLiveHeap(t *testing.T) {
 	if got := Current(); got != 100 {
 		t.Errorf("after stop, GOGC = %d, want the 100 in effect before Start", got)
 	}
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Errorf("after stop, memory limit = %d, want none, as before Start", got)
+	}
 	held = make([][]byte, 64) // past the target again: stopped, nothing changes
 	for i := range held {
 		held[i] = make([]byte, mib)
@@ -75,5 +80,17 @@ func TestStartFollowsTheLiveHeap(t *testing.T) {
 	runtime.KeepAlive(held)
 	if got := Current(); got != 100 {
 		t.Errorf("stopped, GOGC = %d after collections, want 100", got)
+	}
+}
+
+func TestLimit(t *testing.T) {
+	const mib = 1 << 20
+	p := Policy{Target: 64 * mib, MinPercent: 25, MaxPercent: 400}
+	if got := p.Limit(12*mib, 4*mib, 1*mib, 1*mib); got != 64*mib {
+		t.Errorf("small heap: Limit = %d MiB, want the 64 MiB target", got/mib)
+	}
+	// 300 held + 25 % of (200+50+2): 363 MiB.
+	if got := p.Limit(300*mib, 200*mib, 50*mib, 2*mib); got != 363*mib {
+		t.Errorf("past the target: Limit = %d MiB, want 363", got/mib)
 	}
 }

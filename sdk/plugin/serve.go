@@ -60,10 +60,10 @@ func Serve(p provider.Provider, opts ...ServeOption) {
 // (collect when the heap doubles, from 4 MiB) then collects many times a
 // second, which shows in tail latency; 400 % collects a quarter as often.
 // With thousands of open streams the buffers and stacks they hold are
-// live; past the 32 MiB target the heap grows by only a quarter of that.
+// live; past the 32 MiB target the heap grows by only a tenth of that.
 // A fixed memory limit instead makes the collector run back to back once
 // the streams need more than the limit.
-var DefaultGCPolicy = gctune.Policy{Target: 32 << 20, MinPercent: 25, MaxPercent: 400}
+var DefaultGCPolicy = gctune.Policy{Target: 32 << 20, MinPercent: 10, MaxPercent: 400}
 
 func setGCDefaults() {
 	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
