@@ -41,7 +41,7 @@ var (
 // measures the store path alone (on a 2-core machine Loom's request path
 // cannot produce 10,000 requests/s).
 func traceStore(ctx context.Context, dsn string, warmup, window time.Duration) (storeResult, error) {
-	res := storeResult{producer: "recorder driven in-process (seal + chain + batched INSERT), Loom's defaults: queue 10000, batch 500, 50 ms"}
+	res := storeResult{producer: "recorder driven in-process (seal + chain + batched INSERT), Loom's defaults: queue 10000, batch 500, 5 ms"}
 	st, err := postgres.Open(ctx, dsn, 0, nil)
 	if err != nil {
 		return res, err
