@@ -359,7 +359,15 @@ func report(w io.Writer, o options, ts []*target, pgNote string, store *storeRes
 		fmt.Fprintf(w, "  RSS after the runs: %.1f MiB (%s)\n", float64(t.rssKB)/1024, t.rssDetail)
 		if m := t.mem; m != nil {
 			peakMB := float64(m.peakKB) * 1024 / 1e6
-			check(w, peakMB <= 150 && m.res.Errors == 0 && m.res.Successes == int64(m.streams), fmt.Sprintf("memory ≤ 150 MB, %d slow streams", m.streams),
+			what := fmt.Sprintf("memory ≤ 150 MB, %d slow streams", m.streams)
+			ok := peakMB <= 150 && m.res.Errors == 0 && m.res.Successes == int64(m.streams)
+			if m.streams != 1000 {
+				// The target is stated for 1,000 streams; fewer or more is
+				// a measurement, not a verdict.
+				what = fmt.Sprintf("memory, %d slow streams (target at 1,000)", m.streams)
+				ok = m.res.Errors == 0 && m.res.Successes == int64(m.streams)
+			}
+			check(w, ok, what,
 				fmt.Sprintf("peak %.1f MB = %.1f MiB (%s); before %.1f MiB: +%.1f KiB/stream; %d streams ok, %d failed, ttfc p50 %s ms",
 					peakMB, float64(m.peakKB)/1024, m.peakDetail, float64(m.beforeKB)/1024,
 					float64(m.peakKB-m.beforeKB)/float64(m.streams), m.res.Successes, m.res.Errors, ms(orZero(m.res.TTFC).P50)))
