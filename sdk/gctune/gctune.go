@@ -25,7 +25,6 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
-	"sync/atomic"
 )
 
 // Policy is what Start keeps the collector to.
@@ -67,6 +66,18 @@ func (p Policy) Percent(live, scanStacks, globals, nonHeap uint64) int {
 	return int(min(max(pct, uint64(p.MinPercent)), uint64(p.MaxPercent)))
 }
 
+// SetByEnvironment returns the name of the first of GOGC and GOMEMLIMIT
+// that lookup finds set to a non-empty value, or "": an operator's own
+// setting, which callers leave alone instead of calling Start.
+func SetByEnvironment(lookup func(string) (string, bool)) string {
+	for _, name := range []string{"GOGC", "GOMEMLIMIT"} {
+		if v, ok := lookup(name); ok && v != "" {
+			return name
+		}
+	}
+	return ""
+}
+
 // Start sets GOGC and the soft memory limit from p now and after every
 // garbage collection until stop is called; stop restores the GOGC and the
 // limit in effect before Start. Start
@@ -84,15 +95,18 @@ func Start(p Policy) (stop func()) {
 		{Name: "/memory/classes/heap/free:bytes"},
 		{Name: "/memory/classes/heap/unused:bytes"},
 	}}
+	t.mu.Lock()
 	t.tune()
 	t.arm()
-	var once sync.Once
+	t.mu.Unlock()
 	return func() {
-		once.Do(func() {
-			t.stopped.Store(true)
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if !t.stopped {
+			t.stopped = true
 			debug.SetGCPercent(before)
 			debug.SetMemoryLimit(beforeLimit)
-		})
+		}
 	}
 }
 
@@ -104,9 +118,12 @@ func Current() int {
 }
 
 type tuner struct {
-	p       Policy
-	stopped atomic.Bool
-	samples []metrics.Sample // used by one goroutine at a time: Start, then the cleanup chain
+	p Policy
+	// mu orders a cleanup's tuning against stop, so that stop's restore
+	// is the last word.
+	mu      sync.Mutex
+	stopped bool
+	samples []metrics.Sample // under mu
 }
 
 // sentinel is garbage from the moment it is allocated; its cleanup runs
@@ -117,7 +134,9 @@ type sentinel struct{ _ *byte }
 
 func (t *tuner) arm() {
 	runtime.AddCleanup(new(sentinel), func(t *tuner) {
-		if t.stopped.Load() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.stopped {
 			return
 		}
 		t.tune()

@@ -94,3 +94,20 @@ func TestLimit(t *testing.T) {
 		t.Errorf("past the target: Limit = %d MiB, want 363", got/mib)
 	}
 }
+
+func TestSetByEnvironment(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{nil, ""},
+		{map[string]string{"GOGC": ""}, ""},
+		{map[string]string{"GOGC": "150"}, "GOGC"},
+		{map[string]string{"GOMEMLIMIT": "1GiB"}, "GOMEMLIMIT"},
+	} {
+		lookup := func(k string) (string, bool) { v, ok := c.env[k]; return v, ok }
+		if got := SetByEnvironment(lookup); got != c.want {
+			t.Errorf("%v: SetByEnvironment = %q, want %q", c.env, got, c.want)
+		}
+	}
+}

@@ -66,7 +66,7 @@ func Serve(p provider.Provider, opts ...ServeOption) {
 var DefaultGCPolicy = gctune.Policy{Target: 32 << 20, MinPercent: 10, MaxPercent: 400}
 
 func setGCDefaults() {
-	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
+	if gctune.SetByEnvironment(os.LookupEnv) != "" {
 		return
 	}
 	gctune.Start(DefaultGCPolicy)

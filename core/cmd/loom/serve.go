@@ -163,18 +163,14 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	return nil
 }
 
-// masterKey returns LOOM_MASTER_KEY, or in development the key in
-// dev.master_key_file (generated on first run).
 // paceGC starts the garbage-collector pacing of server.memory_target_bytes
 // (see sdk/gctune) unless GOGC or GOMEMLIMIT is set: an operator's own
 // setting wins. The returned func stops it and restores the previous GOGC.
 func (c *cli) paceGC(cfg *config.Config, log hclog.Logger) (stop func()) {
 	target := cfg.Server.MemoryTargetBytes
-	for _, name := range []string{"GOGC", "GOMEMLIMIT"} {
-		if v, ok := c.env(name); ok && v != "" {
-			log.Info("garbage collector left to the environment", "variable", name)
-			return func() {}
-		}
+	if name := gctune.SetByEnvironment(c.env); name != "" {
+		log.Info("garbage collector left to the environment", "variable", name)
+		return func() {}
 	}
 	if target <= 0 {
 		return func() {}
@@ -194,6 +190,8 @@ const (
 	gcMaxPercent = 400
 )
 
+// masterKey returns LOOM_MASTER_KEY, or in development the key in
+// dev.master_key_file (generated on first run).
 func (c *cli) masterKey(cfg *config.Config, log hclog.Logger) ([]byte, error) {
 	if cfg.MasterKey != nil {
 		return cfg.MasterKey, nil
