@@ -205,6 +205,7 @@ func (r *Recorder) write() {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	armed := false
+	retrying := false     // the last flush held traces back; the next try waits for the retry timer
 	var waiting []*Record // received, not yet finalised (e.g. key not available)
 	var unwritten []item  // finalised rows not yet durable
 	// flush finalises and writes what it can; it reports whether
@@ -230,13 +231,14 @@ func (r *Recorder) write() {
 			}
 			unwritten = unwritten[n:]
 		}
+		unwritten = nil // drop the written rows' backing array, sealed bodies and all
 		return len(waiting) == 0
 	}
 	for {
 		select {
 		case rec := <-r.queue:
 			waiting = append(waiting, rec)
-			if len(waiting) < r.o.BatchSize {
+			if len(waiting) < r.o.BatchSize || retrying {
 				if !armed {
 					t.Reset(r.o.BatchInterval)
 					armed = true
@@ -259,9 +261,10 @@ func (r *Recorder) write() {
 			return
 		}
 		armed = false
-		if !flush() {
+		if retrying = !flush(); retrying {
 			// Held back (no key yet, or neither the store nor the spool
-			// took the batch): try again, without hammering.
+			// took the batch): try again, without hammering, even when
+			// new traces fill a batch meanwhile.
 			t.Reset(max(r.o.BatchInterval, retryInterval))
 			armed = true
 		}

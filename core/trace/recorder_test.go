@@ -612,3 +612,61 @@ func TestReplayAfterCrashBeforeRemoveIsIdempotent(t *testing.T) {
 		t.Fatalf("verify: %+v", reports)
 	}
 }
+
+// keylessStore fails every tenant-key read, as when the store is down
+// before a tenant's key was ever loaded, and counts the reads.
+type keylessStore struct {
+	*flakyStore
+	down  atomic.Bool
+	reads atomic.Int64
+}
+
+func (k *keylessStore) TenantKeys(ctx context.Context, tenantID string) ([]store.TenantKey, error) {
+	k.reads.Add(1)
+	if k.down.Load() {
+		return nil, errors.New("connection refused")
+	}
+	return k.flakyStore.TenantKeys(ctx, tenantID)
+}
+
+// TestHeldBackTracesAreRetriedOnSchedule: traces that cannot be sealed
+// yet are retried once a second, not every time new traces fill a batch;
+// once the key can be read they are all written.
+func TestHeldBackTracesAreRetriedOnSchedule(t *testing.T) {
+	e := newEnv(t)
+	ks := &keylessStore{flakyStore: e.st}
+	ks.down.Store(true)
+	kr, err := seal.NewKeyring(master, ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.kr = kr
+	r := e.start(t, func(o *trace.Options) { o.BatchSize = 4 })
+	for i := range 4 { // a full batch: flushed at once, held back
+		submit(t, r, e.record(i))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for ks.reads.Load() < 4 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	first := ks.reads.Load()
+	if first < 4 {
+		t.Fatalf("%d key reads, want the first batch of 4 tried", first)
+	}
+	for i := 4; i < 24; i++ { // each arrival fills a batch again
+		submit(t, r, e.record(i))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if extra := ks.reads.Load() - first; extra > 24 {
+		t.Errorf("%d key reads within 200 ms of the failure, want at most one retry round (24)", extra)
+	}
+	ks.down.Store(false)
+	deadline = time.Now().Add(10 * time.Second)
+	for r.Stats().Written < 24 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := r.Stats().Written; got != 24 {
+		t.Errorf("written = %d, want 24 once the key can be read", got)
+	}
+	closeRecorder(t, r)
+}
