@@ -90,11 +90,13 @@ func (s *Server) readPaced(w http.ResponseWriter, r *http.Request, c *capture, s
 		body []byte
 		err  error
 	}
-	var last atomic.Int64 // unix nanos of the latest progress
-	last.Store(time.Now().UnixNano())
+	// Progress is kept as an offset from base on the monotonic clock, so
+	// a step of the wall clock cannot make a steady upload look stalled.
+	base := time.Now()
+	var last atomic.Int64 // time.Since(base) at the latest progress
 	done := make(chan result, 1)
 	go func() {
-		b, err := readAll(&pacedReader{r: src, last: &last}, r.ContentLength)
+		b, err := readAll(&pacedReader{r: src, base: base, last: &last}, r.ContentLength)
 		done <- result{b, err}
 	}()
 	t := time.NewTimer(s.o.BodyTimeout)
@@ -109,7 +111,7 @@ func (s *Server) readPaced(w http.ResponseWriter, r *http.Request, c *capture, s
 			res := <-done
 			return res.body, res.err
 		case <-t.C:
-			if idle := time.Since(time.Unix(0, last.Load())); idle < s.o.BodyTimeout {
+			if idle := time.Since(base) - time.Duration(last.Load()); idle < s.o.BodyTimeout {
 				t.Reset(s.o.BodyTimeout - idle)
 				continue
 			}
@@ -128,13 +130,14 @@ func (s *Server) readPaced(w http.ResponseWriter, r *http.Request, c *capture, s
 // pacedReader notes when the body last made progress.
 type pacedReader struct {
 	r    io.Reader
+	base time.Time
 	last *atomic.Int64
 }
 
 func (p *pacedReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	if n > 0 {
-		p.last.Store(time.Now().UnixNano())
+		p.last.Store(int64(time.Since(p.base)))
 	}
 	return n, err
 }
