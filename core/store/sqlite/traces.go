@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/loom-runtime/loom/core/store"
@@ -57,13 +56,9 @@ const maxVariables = 32766
 // 2 KB bodies); the variable limit caps it in any case.
 var insertChunk = min(64, maxVariables/traceColumnCount)
 
-var insertSQL sync.Map // rows (int) -> statement (string)
-
 // insertStatement returns the INSERT for n rows, skipping ids that exist.
+// The store prepares it once per n (see insertStmt).
 func insertStatement(n int) string {
-	if q, ok := insertSQL.Load(n); ok {
-		return q.(string)
-	}
 	row := "(" + strings.TrimSuffix(strings.Repeat("?,", traceColumnCount), ",") + ")"
 	var b strings.Builder
 	b.WriteString("INSERT INTO traces (" + traceColumns + ") VALUES ")
@@ -74,8 +69,7 @@ func insertStatement(n int) string {
 		b.WriteString(row)
 	}
 	b.WriteString(" ON CONFLICT (id) DO NOTHING")
-	q, _ := insertSQL.LoadOrStore(n, b.String())
-	return q.(string)
+	return b.String()
 }
 
 // insertStmt returns the INSERT for n rows prepared on the writer
@@ -128,6 +122,12 @@ func (s *Store) InsertTraces(ctx context.Context, traces []store.Trace) (int, er
 		return 0, wrap("insert traces", err)
 	}
 	defer tx.Rollback()
+	if full != nil {
+		full = tx.StmtContext(ctx, full)
+	}
+	if rest != nil {
+		rest = tx.StmtContext(ctx, rest)
+	}
 	args := make([]any, 0, min(len(rows), insertChunk)*traceColumnCount)
 	var added int64
 	for chunk := range slices.Chunk(rows, insertChunk) {
@@ -139,7 +139,7 @@ func (s *Store) InsertTraces(ctx context.Context, traces []store.Trace) (int, er
 		if len(chunk) < insertChunk {
 			st = rest
 		}
-		res, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+		res, err := st.ExecContext(ctx, args...)
 		if err != nil {
 			return 0, wrap("insert traces", err)
 		}
