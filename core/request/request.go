@@ -63,20 +63,11 @@ func Peek(body []byte) (Peeked, error) {
 	}
 	s.i++
 	for {
-		s.ws()
-		if body[s.i] == '}' {
+		key, span, ok := s.member()
+		if !ok {
 			break
 		}
-		keyStart := s.i
-		s.skipString()
-		key := body[keyStart:s.i]
-		s.ws()
-		s.i++ // ':'
-		s.ws()
-		vs := s.i
-		s.skipValue()
-		val := body[vs:s.i]
-		span := Span{vs, s.i}
+		val := body[span.Start:span.End]
 		switch {
 		case keyIs(key, "model"):
 			// A repeated key: the last one wins, as in encoding/json.
@@ -87,8 +78,14 @@ func Peek(body []byte) (Peeked, error) {
 					// No escapes: the bytes between the quotes are the
 					// string (the body is valid JSON and valid UTF-8).
 					p.Model = string(val[1 : len(val)-1])
-				} else if err := json.Unmarshal(val, &p.Model); err != nil {
-					return p, &Error{Param: "model", Code: "invalid_type", Message: "Invalid 'model': " + err.Error()}
+				} else {
+					// Decode into a local: &p.Model would move all of p to the heap.
+					var m string
+					err := json.Unmarshal(val, &m)
+					p.Model = m
+					if err != nil {
+						return p, &Error{Param: "model", Code: "invalid_type", Message: "Invalid 'model': " + err.Error()}
+					}
 				}
 			}
 		case keyIs(key, "stream"):
@@ -109,10 +106,6 @@ func Peek(body []byte) (Peeked, error) {
 		case keyIs(key, "input"):
 			p.HasInput = true
 		}
-		s.ws()
-		if body[s.i] == ',' {
-			s.i++
-		}
 	}
 	return p, nil
 }
@@ -125,24 +118,12 @@ func includeUsage(obj []byte) bool {
 	s := scanner{b: obj, i: 1}
 	on := false
 	for {
-		s.ws()
-		if obj[s.i] == '}' {
+		key, val, ok := s.member()
+		if !ok {
 			return on
 		}
-		keyStart := s.i
-		s.skipString()
-		key := obj[keyStart:s.i]
-		s.ws()
-		s.i++ // ':'
-		s.ws()
-		vs := s.i
-		s.skipValue()
 		if keyIs(key, "include_usage") {
-			on = string(obj[vs:s.i]) == "true"
-		}
-		s.ws()
-		if obj[s.i] == ',' {
-			s.i++
+			on = string(obj[val.Start:val.End]) == "true"
 		}
 	}
 }
@@ -268,6 +249,30 @@ func syntaxError(body []byte) string {
 type scanner struct {
 	b []byte
 	i int
+}
+
+// member reads the next member of the object the scanner is inside, after
+// its opening brace: the raw key (quotes included) and the value's span. It
+// also consumes a following comma. ok is false at the closing brace.
+func (s *scanner) member() (key []byte, val Span, ok bool) {
+	s.ws()
+	if s.b[s.i] == '}' {
+		return nil, Span{}, false
+	}
+	keyStart := s.i
+	s.skipString()
+	key = s.b[keyStart:s.i]
+	s.ws()
+	s.i++ // ':'
+	s.ws()
+	val.Start = s.i
+	s.skipValue()
+	val.End = s.i
+	s.ws()
+	if s.b[s.i] == ',' {
+		s.i++
+	}
+	return key, val, true
 }
 
 func (s *scanner) ws() {
