@@ -167,14 +167,21 @@ func (a *Authenticator) Authenticate(ctx context.Context, r *http.Request) (Prin
 
 // AuthenticateKey resolves a raw key.
 func (a *Authenticator) AuthenticateKey(ctx context.Context, key string) (Principal, error) {
-	switch err := ParseKey(key); {
-	case errors.Is(err, ErrBadChecksum):
-		return Principal{}, errChecksum
-	case err != nil:
+	if len(key) != KeyLength || !strings.HasPrefix(key, KeyPrefix) {
 		return Principal{}, errMalformd
 	}
 	hash := HashKey(key)
 	res, fresh, found := a.cache.lookup(hash)
+	if !found {
+		// Only keys that passed ParseKey reach the cache, so a cached key
+		// needs no parsing: check the rest of the format on a miss only.
+		switch err := ParseKey(key); {
+		case errors.Is(err, ErrBadChecksum):
+			return Principal{}, errChecksum
+		case err != nil:
+			return Principal{}, errMalformd
+		}
+	}
 	if !fresh {
 		looked, err := a.lookup(ctx, hash)
 		switch {

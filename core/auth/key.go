@@ -41,7 +41,8 @@ func NewKey() (string, error) {
 		return "", fmt.Errorf("new key: %w", err)
 	}
 	secret := base62(new(big.Int).SetBytes(raw[:]), secretChars)
-	return KeyPrefix + secret + checksum(secret), nil
+	sum := checksum(secret)
+	return KeyPrefix + secret + string(sum[:]), nil
 }
 
 // ParseKey checks a key's shape and checksum without any lookup.
@@ -56,7 +57,7 @@ func ParseKey(key string) error {
 		}
 	}
 	secret, sum := rest[:secretChars], rest[secretChars:]
-	if checksum(secret) != sum {
+	if c := checksum(secret); string(c[:]) != sum {
 		return ErrBadChecksum
 	}
 	if !secretInRange(secret) {
@@ -103,8 +104,16 @@ func DisplayPrefix(key string) string {
 	return key[:n]
 }
 
-func checksum(secret string) string {
-	return base62(new(big.Int).SetUint64(uint64(crc32.ChecksumIEEE([]byte(secret)))), checksumChars)
+// checksum is the CRC32 of secret in base62. A uint32 has at most 6 base62
+// digits (62^6 > 2^32), so no big.Int is needed.
+func checksum(secret string) [checksumChars]byte {
+	var out [checksumChars]byte
+	n := crc32.ChecksumIEEE([]byte(secret))
+	for i := checksumChars - 1; i >= 0; i-- {
+		out[i] = base62Digits[n%62]
+		n /= 62
+	}
+	return out
 }
 
 // base62 encodes n with exactly width digits, most significant first.
