@@ -38,7 +38,7 @@ func newStore(t *testing.T) *countingStore {
 }
 
 // addKey creates a tenant (if needed) and a key for it, returning both.
-func addKey(t *testing.T, st store.Store, tenant string) (store.Tenant, store.APIKey, string) {
+func addKey(t testing.TB, st store.Store, tenant string) (store.Tenant, store.APIKey, string) {
 	t.Helper()
 	ctx := context.Background()
 	tn, err := st.TenantByName(ctx, tenant)

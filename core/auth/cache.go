@@ -30,11 +30,6 @@ func newCache[K comparable, V any](max int, ttl time.Duration, now func() time.T
 	return &cache[K, V]{ttl: ttl, max: max, now: now, order: list.New(), items: make(map[K]*list.Element, max)}
 }
 
-func (c *cache[K, V]) get(k K) (V, bool) {
-	v, fresh, _ := c.lookup(k)
-	return v, fresh
-}
-
 // lookup returns the entry for k and whether it is still fresh. Expired
 // entries stay (until the LRU evicts them) so a caller can fall back on
 // them when the source of truth is unreachable.
