@@ -1,10 +1,8 @@
 package dashboard
 
 import (
-	"cmp"
 	"fmt"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/loom-runtime/loom/core/apierror"
@@ -117,12 +115,8 @@ func (a *API) summary(w http.ResponseWriter, r *http.Request, c caller) error {
 	if err != nil {
 		return apierror.Internal(fmt.Errorf("summary: %w", err))
 	}
-	slices.SortStableFunc(models, func(x, y store.ModelAggregate) int {
-		if c := cmp.Compare(y.Requests, x.Requests); c != 0 {
-			return c
-		}
-		return cmp.Compare(x.Model, y.Model)
-	})
+	// models come most requests first, ties by name: the store's order,
+	// which its conformance suite pins.
 	out := summaryResponse{Window: name, From: stamp(from), To: stamp(to), Overall: aggregateOf(overall),
 		ByModel: make([]modelAggregateJSON, 0, len(models))}
 	for _, m := range models {

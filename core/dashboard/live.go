@@ -35,14 +35,13 @@ func (a *API) live(w http.ResponseWriter, r *http.Request, c caller) error {
 	}
 
 	rc := http.NewResponseController(w)
-	h := w.Header()
+	h := w.Header() // Cache-Control: no-store is set by handle
 	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
 	// A first comment, so the client (and any proxy) sees the stream open.
-	if !send(w, rc, ": connected\n\n") {
+	if !send(w, rc, []byte(": connected\n\n")) {
 		return nil
 	}
 
@@ -57,7 +56,7 @@ func (a *API) live(w http.ResponseWriter, r *http.Request, c caller) error {
 		case <-a.closed:
 			return nil
 		case <-keep.C:
-			if !send(w, rc, ": keep-alive\n\n") {
+			if !send(w, rc, []byte(": keep-alive\n\n")) {
 				return nil
 			}
 		case <-poll.C:
@@ -88,16 +87,16 @@ func (a *API) live(w http.ResponseWriter, r *http.Request, c caller) error {
 				buf = append(buf, b...)
 				buf = append(buf, "\n\n"...)
 			}
-			if !send(w, rc, string(buf)) {
+			if !send(w, rc, buf) {
 				return nil
 			}
 		}
 	}
 }
 
-// send writes s and flushes; false when the client is gone.
-func send(w http.ResponseWriter, rc *http.ResponseController, s string) bool {
-	if _, err := w.Write([]byte(s)); err != nil {
+// send writes b and flushes; false when the client is gone.
+func send(w http.ResponseWriter, rc *http.ResponseController, b []byte) bool {
+	if _, err := w.Write(b); err != nil {
 		return false
 	}
 	return rc.Flush() == nil

@@ -322,7 +322,8 @@ type DashboardStore interface {
 	TracesSince(ctx context.Context, s Scope, after TraceCursor, limit int) ([]TraceSummary, error)
 	// ScopedTrace returns one whole trace within the scope; ErrNotFound otherwise.
 	ScopedTrace(ctx context.Context, s Scope, id string) (Trace, error)
-	// Summary aggregates the traces created in [from, to), overall and per requested model.
+	// Summary aggregates the traces created in [from, to), overall and per
+	// requested model, the models ordered by requests (most first), ties by name.
 	Summary(ctx context.Context, s Scope, from, to time.Time) (Aggregate, []ModelAggregate, error)
 	// Timeseries aggregates [from, to) in buckets of the given width (aligned to it, UTC).
 	Timeseries(ctx context.Context, s Scope, from, to time.Time, bucket time.Duration) ([]Bucket, error)
