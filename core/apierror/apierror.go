@@ -49,6 +49,18 @@ func Internal(err error) *Error {
 		Message: "Loom hit an internal error; the request id identifies it in Loom's log.", Err: err}
 }
 
+// UnknownURL is the 404 for a path no route serves.
+func UnknownURL(r *http.Request) *Error {
+	return New(http.StatusNotFound, TypeInvalidRequest, "unknown_url",
+		fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path))
+}
+
+// MethodNotAllowed is the 405 for a method a route does not serve.
+func MethodNotAllowed(r *http.Request) *Error {
+	return New(http.StatusMethodNotAllowed, TypeInvalidRequest, "method_not_allowed",
+		fmt.Sprintf("Method %s is not allowed on %s.", r.Method, r.URL.Path))
+}
+
 // As returns err as an *Error, converting anything else with Internal.
 func As(err error) *Error {
 	var e *Error

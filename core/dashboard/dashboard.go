@@ -13,13 +13,10 @@ package dashboard
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -54,11 +51,10 @@ type Options struct {
 
 // API serves /api/v1.
 type API struct {
-	o         Options
-	log       hclog.Logger
-	now       func() time.Time
-	adminHash [32]byte
-	adminOK   bool
+	o     Options
+	log   hclog.Logger
+	now   func() time.Time
+	admin auth.AdminToken
 
 	// Live tail tuning (rows per store read, reads per poll).
 	livePage, livePages int
@@ -84,11 +80,8 @@ func New(o Options) *API {
 	if o.LiveLookback <= 0 {
 		o.LiveLookback = 2 * time.Minute
 	}
-	a := &API{o: o, log: o.Logger, now: o.Now, livePage: 500, livePages: 10, closed: make(chan struct{})}
-	if o.AdminToken != "" {
-		a.adminHash, a.adminOK = sha256.Sum256([]byte(o.AdminToken)), true
-	}
-	return a
+	return &API{o: o, log: o.Logger, now: o.Now, admin: auth.NewAdminToken(o.AdminToken),
+		livePage: 500, livePages: 10, closed: make(chan struct{})}
 }
 
 // Close ends every live tail (call it when the server starts shutting
@@ -141,14 +134,10 @@ func (a *API) handle(h func(w http.ResponseWriter, r *http.Request) error) http.
 	})
 }
 
-func notFound(w http.ResponseWriter, r *http.Request) error {
-	return apierror.New(http.StatusNotFound, apierror.TypeInvalidRequest, "unknown_url",
-		fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path))
-}
+func notFound(w http.ResponseWriter, r *http.Request) error { return apierror.UnknownURL(r) }
 
 func methodNotAllowed(w http.ResponseWriter, r *http.Request) error {
-	return apierror.New(http.StatusMethodNotAllowed, apierror.TypeInvalidRequest, "method_not_allowed",
-		fmt.Sprintf("Method %s is not allowed on %s.", r.Method, r.URL.Path))
+	return apierror.MethodNotAllowed(r)
 }
 
 // caller is who a request acts as: the admin, or one tenant through its key.
@@ -169,17 +158,11 @@ func (a *API) authenticated(h handlerFunc) func(w http.ResponseWriter, r *http.R
 	}
 }
 
-// authenticate: the admin token in Authorization: Bearer (compared in
-// constant time, through SHA-256 so the length does not leak either), else
-// a tenant API key through the authenticator.
+// authenticate: the admin token in Authorization: Bearer (auth.AdminToken),
+// else a tenant API key through the authenticator.
 func (a *API) authenticate(r *http.Request) (caller, error) {
-	if a.adminOK {
-		if scheme, token, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " "); ok && strings.EqualFold(scheme, "bearer") {
-			h := sha256.Sum256([]byte(strings.TrimSpace(token)))
-			if subtle.ConstantTimeCompare(h[:], a.adminHash[:]) == 1 {
-				return caller{admin: true}, nil
-			}
-		}
+	if a.admin.Match(r) {
+		return caller{admin: true}, nil
 	}
 	p, err := a.o.Auth.Authenticate(r.Context(), r)
 	if err != nil {
@@ -249,23 +232,28 @@ func (v view) allows(tenantID string) bool {
 
 // namer maps tenant ids to names for the rows of a view.
 type namer struct {
-	a     *API
-	all   bool
-	names map[string]string
+	a      *API
+	all    bool
+	failed bool // loading failed during the current listing
+	names  map[string]string
 }
 
 func fixedNames(id, name string) *namer { return &namer{names: map[string]string{id: name}} }
 
 // name returns the tenant's name. In the admin's all-tenant view the list
 // is loaded on first use and reloaded when an id is missing (a tenant
-// created since); an id still missing then is remembered as nameless.
+// created since); an id still missing then is remembered as nameless. A
+// failed load is not retried until summaries starts the next listing: the
+// ids not yet named stay nameless, and a store outage costs one call per
+// listing rather than one per row.
 func (n *namer) name(ctx context.Context, id string) string {
-	if name, ok := n.names[id]; ok || !n.all {
+	if name, ok := n.names[id]; ok || !n.all || n.failed {
 		return name
 	}
 	ts, err := n.a.o.Store.ListTenants(ctx)
 	if err != nil {
 		n.a.log.Warn("could not list tenants for trace names", "error", err)
+		n.failed = true
 		return ""
 	}
 	n.names = make(map[string]string, len(ts)+1)

@@ -167,6 +167,7 @@ func text(b []byte) any {
 // row outside its scope.
 func (a *API) summaries(ctx context.Context, v view, rows []store.TraceSummary) []summaryJSON {
 	out := make([]summaryJSON, 0, len(rows))
+	v.names.failed = false // each listing (each live-tail poll too) may try the store once
 	for _, s := range rows {
 		if !v.allows(s.TenantID) {
 			a.log.Error("store returned a trace outside the request's scope; dropped", "trace", s.ID)

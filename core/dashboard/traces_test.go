@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/url"
 	"regexp"
 	"slices"
@@ -564,4 +565,39 @@ func TestShreddedTraceIsUnreadable(t *testing.T) {
 		resp, body := e.request(t, "GET", "/api/v1/traces", c.key, "")
 		wantError(t, resp, body, 401, "invalid_request_error", "invalid_api_key", "")
 	})
+}
+
+// tenantsDown is a store whose ListTenants fails, counting the calls.
+type tenantsDown struct {
+	store.Store
+	calls int
+}
+
+func (s *tenantsDown) ListTenants(context.Context) ([]store.Tenant, error) {
+	s.calls++
+	return nil, errors.New("store unreachable")
+}
+
+// TestNamesDuringOutage: in the admin's all-tenant view, a listing calls
+// ListTenants once however many rows fail to be named, and the next
+// listing (a live-tail poll reuses its view) tries once again.
+func TestNamesDuringOutage(t *testing.T) {
+	st := &tenantsDown{}
+	a := New(Options{Store: st})
+	v := view{scope: store.Scope{All: true}, names: &namer{a: a, all: true}}
+	rows := []store.TraceSummary{{ID: "1", TenantID: "t1"}, {ID: "2", TenantID: "t2"}, {ID: "3", TenantID: "t1"}}
+	for listing := 1; listing <= 2; listing++ {
+		out := a.summaries(context.Background(), v, rows)
+		if len(out) != len(rows) {
+			t.Fatalf("listing %d: %d rows, want %d", listing, len(out), len(rows))
+		}
+		for _, s := range out {
+			if s.Tenant != "" {
+				t.Errorf("listing %d: row %s named %q, want nameless", listing, s.ID, s.Tenant)
+			}
+		}
+		if st.calls != listing {
+			t.Errorf("after listing %d: ListTenants called %d times, want %d", listing, st.calls, listing)
+		}
+	}
 }

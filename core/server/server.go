@@ -4,8 +4,6 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +11,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -250,13 +247,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
-	return apierror.New(http.StatusNotFound, apierror.TypeInvalidRequest, "unknown_url",
-		fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path))
+	return apierror.UnknownURL(r)
 }
 
 func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) error {
-	return apierror.New(http.StatusMethodNotAllowed, apierror.TypeInvalidRequest, "method_not_allowed",
-		fmt.Sprintf("Method %s is not allowed on %s.", r.Method, r.URL.Path))
+	return apierror.MethodNotAllowed(r)
 }
 
 // model is an entry of GET /v1/models, in OpenAI's shape.
@@ -312,16 +307,14 @@ func (s *Server) recover(next http.Handler) http.Handler {
 // adminOnly lets through requests bearing the admin token; without an
 // admin token configured the endpoint does not exist.
 func (s *Server) adminOnly(next http.Handler) http.Handler {
-	want := sha256.Sum256([]byte(s.o.AdminToken))
+	admin := auth.NewAdminToken(s.o.AdminToken)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.o.AdminToken == "" {
+		if !admin.Enabled() {
 			writeError(w, apierror.New(http.StatusNotFound, apierror.TypeInvalidRequest, "unknown_url",
 				"This endpoint needs LOOM_ADMIN_TOKEN to be set."))
 			return
 		}
-		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
-		if !strings.EqualFold(scheme, "bearer") || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		if !admin.Match(r) {
 			writeError(w, apierror.New(http.StatusUnauthorized, apierror.TypeInvalidRequest, "invalid_api_key",
 				"This endpoint needs Authorization: Bearer <LOOM_ADMIN_TOKEN>."))
 			return
