@@ -79,8 +79,15 @@ func New() *Metrics {
 // ObserveRequest records one finished request. overhead < 0 means the
 // request never reached an upstream.
 func (m *Metrics) ObserveRequest(tenant, model, status string, total, overhead time.Duration) {
-	k := series{m.tenants.value(tenant), m.models.value(model), status}
+	// A series is stored under its bounded labels, which equal the raw
+	// ones when both were admitted: a hit on the raw key needs neither
+	// bounded set (nor its lock).
+	k := series{tenant, model, status}
 	o, ok := m.observers.Load(k)
+	if !ok {
+		k = series{m.tenants.value(tenant), m.models.value(model), status}
+		o, ok = m.observers.Load(k)
+	}
 	if !ok {
 		o, _ = m.observers.LoadOrStore(k, &observer{
 			requests: m.requests.WithLabelValues(k.tenant, k.model, k.status),
