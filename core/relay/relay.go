@@ -69,7 +69,7 @@ type Stream struct {
 
 	// Tap, when set, sees every event written to the client, as written.
 	Tap func(data []byte)
-	// HoldDone: keep the final [DONE] until WriteDone (sync durability
+	// HoldDone: keep the final [DONE] until Finish (sync durability
 	// writes the trace first).
 	HoldDone bool
 }

@@ -434,7 +434,7 @@ func (s *Store) ApplyRetention(ctx context.Context, before time.Time) ([]store.T
 			return out, nil
 		}
 		var pe *pgconn.PgError
-		if attempt == 3 || !errors.As(err, &pe) || (pe.Code != "55P03" && pe.Code != "40P01") || ctx.Err() != nil {
+		if attempt == 3 || !errors.As(err, &pe) || (pe.Code != "55P03" && !isDeadlock(err)) || ctx.Err() != nil {
 			break
 		}
 		s.log.Warn("trace retention: lock not granted, retrying", "attempt", attempt, "error", err)
