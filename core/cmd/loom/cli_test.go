@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,11 +40,7 @@ func storeEnv(t *testing.T, backend string) []string {
 // loomCmd is the real bin/loom run in dir with a minimal environment.
 func loomCmd(t *testing.T, dir string, env []string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(testbin.Dir(t), "loom"), args...)
-	cmd.Dir = dir
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir,
-		"LOOM_PLUGINS_DIR=" + filepath.Join(testbin.Dir(t), "plugins")}, env...)
-	return cmd
+	return testbin.Command(t, dir, env, args...)
 }
 
 type result struct {
@@ -55,119 +50,53 @@ type result struct {
 
 func runLoom(t *testing.T, dir string, env []string, args ...string) result {
 	t.Helper()
-	cmd := loomCmd(t, dir, env, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run loom %v: %v", args, err)
-	}
-	return result{out.String(), errb.String(), code}
+	r := testbin.Run(t, dir, env, args...)
+	return result{r.Stdout, r.Stderr, r.Code}
 }
 
 func mustRun(t *testing.T, dir string, env []string, args ...string) string {
 	t.Helper()
-	r := runLoom(t, dir, env, args...)
-	if r.code != 0 {
-		t.Fatalf("loom %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
-	}
-	return r.stdout
+	return testbin.MustRun(t, dir, env, args...)
 }
 
 // lastLine is what `loom key create` promises: the key alone on the last line.
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return lines[len(lines)-1]
+func lastLine(s string) string { return testbin.LastLine(s) }
+
+type lockedBuffer = testbin.LockedBuffer
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	return testbin.FreeAddr(t)
 }
 
 // gateway is a running `loom serve`.
 type gateway struct {
+	srv    *testbin.Server
 	cmd    *exec.Cmd
 	url    string
 	stdout *lockedBuffer
 	stderr *lockedBuffer
-	done   chan error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // startServeNoWait starts `loom serve` without waiting for it to listen.
 func startServeNoWait(t *testing.T, dir string, env []string, args ...string) *gateway {
 	t.Helper()
-	addr := freeAddr(t)
-	cmd := loomCmd(t, dir, append(env, "LOOM_LISTEN="+addr), append([]string{"serve"}, args...)...)
-	s := &gateway{cmd: cmd, url: "http://" + addr, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
-	cmd.Stdout, cmd.Stderr = s.stdout, s.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.done <- cmd.Wait() }()
-	t.Cleanup(func() { s.stop(t, syscall.SIGKILL) })
-	return s
+	s := testbin.Serve(t, dir, env, args...)
+	return &gateway{srv: s, cmd: s.Cmd, url: s.URL, stdout: s.Stdout, stderr: s.Stderr}
 }
 
 // startServe starts `loom serve` and waits until /healthz answers.
 func startServe(t *testing.T, dir string, env []string, args ...string) *gateway {
 	t.Helper()
 	s := startServeNoWait(t, dir, env, args...)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-s.done:
-			s.done <- err
-			t.Fatalf("loom serve exited early: %v\nstderr: %s", err, s.stderr.String())
-		default:
-		}
-		if resp, err := http.Get(s.url + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("loom serve not healthy after 20s\nstderr: %s", s.stderr.String())
-	return nil
+	s.srv.WaitHealthy(t, 20*time.Second)
+	return s
 }
 
 // stop signals the server and returns its exit code (-1 if killed).
 func (s *gateway) stop(t *testing.T, sig os.Signal) int {
 	t.Helper()
-	if s.cmd.ProcessState != nil {
-		return s.cmd.ProcessState.ExitCode()
-	}
-	_ = s.cmd.Process.Signal(sig)
-	select {
-	case <-s.done:
-	case <-time.After(15 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-		t.Errorf("loom serve did not exit within 15s of %v\nstderr: %s", sig, s.stderr.String())
-	}
-	return s.cmd.ProcessState.ExitCode()
+	return s.srv.Stop(t, sig)
 }
 
 func get(t *testing.T, url string, header ...string) (int, string) {

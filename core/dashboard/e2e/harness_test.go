@@ -8,14 +8,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -51,56 +48,10 @@ tenant "default" {
 }
 `
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 // gateway is a running `loom serve` with one tenant and its key.
 type gateway struct {
-	url    string
-	key    string
-	dir    string
-	env    []string
-	stderr *lockedBuffer
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func loomCmd(t *testing.T, dir string, env []string, args ...string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(testbin.Dir(t), "loom"), args...)
-	cmd.Dir = dir
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}, env...)
-	return cmd
-}
-
-// loom runs a CLI command to completion and returns its stdout.
-func loom(t *testing.T, dir string, env []string, args ...string) string {
-	t.Helper()
-	var out, errb bytes.Buffer
-	cmd := loomCmd(t, dir, env, args...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("loom %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out.String(), errb.String())
-	}
-	return out.String()
+	url string
+	key string
 }
 
 // startGateway writes a config with the echo provider, creates tenant acme
@@ -111,59 +62,26 @@ func startGateway(t *testing.T) *gateway {
 	if err := os.WriteFile(filepath.Join(dir, "loom.hcl"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
-	g := &gateway{url: "http://" + addr, dir: dir, stderr: &lockedBuffer{}, env: []string{
+	env := []string{
 		"LOOM_MASTER_KEY=" + masterKey,
-		"LOOM_PLUGINS_DIR=" + filepath.Join(testbin.Dir(t), "plugins"),
-		"LOOM_LISTEN=" + addr,
 		"LOOM_TRACE_BATCH_INTERVAL=10ms",
 		"LOOM_ADMIN_TOKEN=" + adminToken,
-	}}
-	loom(t, dir, g.env, "tenant", "create", "acme")
-	lines := strings.Split(strings.TrimSpace(loom(t, dir, g.env, "key", "create", "--tenant", "acme", "--label", "e2e")), "\n")
-	g.key = strings.TrimSpace(lines[len(lines)-1])
-	if !strings.HasPrefix(g.key, "loom_") {
-		t.Fatalf("key create printed %q", g.key)
+	}
+	testbin.MustRun(t, dir, env, "tenant", "create", "acme")
+	key := testbin.LastLine(testbin.MustRun(t, dir, env, "key", "create", "--tenant", "acme", "--label", "e2e"))
+	if !strings.HasPrefix(key, "loom_") {
+		t.Fatalf("key create printed %q", key)
 	}
 
-	cmd := loomCmd(t, dir, g.env, "serve")
-	cmd.Stdout, cmd.Stderr = io.Discard, g.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	srv := testbin.Serve(t, dir, env)
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-			t.Errorf("loom serve did not stop within 15s of SIGTERM")
-		}
+		srv.Stop(t, syscall.SIGTERM)
 		if t.Failed() {
-			t.Logf("loom serve stderr:\n%s", g.stderr.String())
+			t.Logf("loom serve stderr:\n%s", srv.Stderr.String())
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case err := <-done:
-			t.Fatalf("loom serve exited early: %v\nstderr: %s", err, g.stderr.String())
-		default:
-		}
-		if resp, err := http.Get(g.url + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return g
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("loom serve not healthy after 30s\nstderr: %s", g.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	srv.WaitHealthy(t, 30*time.Second)
+	return &gateway{url: srv.URL, key: key}
 }
 
 // dashboardURL is where the browser opens the dashboard: the gateway's own

@@ -1,5 +1,6 @@
 // Package testbin builds Loom's real binaries for tests that run them as a
-// user would: bin/loom and the provider plugins, compiled once per test process.
+// user would: bin/loom and the provider plugins, compiled once per test
+// process, and runs bin/loom (CLI commands, and `loom serve` until it is healthy).
 package testbin
 
 import (
