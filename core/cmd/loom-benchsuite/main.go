@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"os/user"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -37,6 +36,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/loom-runtime/loom/core/internal/testpg"
 )
 
 type options struct {
@@ -189,23 +190,26 @@ func run(ctx context.Context, o options, procs *registry) error {
 	case !o.postgres:
 		pgNote = "loom-postgres: skipped (-postgres=false)"
 	default:
-		pg, err := startPostgres(ctx)
+		fmt.Fprintln(os.Stderr, "== starting PostgreSQL")
+		dsn, stopPG, err := testpg.Start(ctx)
 		switch {
-		case errors.Is(err, errNoPostgres):
+		case errors.Is(err, testpg.ErrNotFound):
 			pgNote = "loom-postgres: skipped (" + err.Error() + ")"
 		case err != nil:
 			return fmt.Errorf("PostgreSQL: %w (use -postgres=false to skip it)", err)
 		default:
-			err = measureLoom(ctx, o, procs, work, "loom-postgres", "postgres", pg.dsn, mockURL, measure)
+			err = measureLoom(ctx, o, procs, work, "loom-postgres", "postgres", dsn, mockURL, measure)
 			if err == nil && o.storeWindow > 0 {
 				fmt.Fprintln(os.Stderr, "== (e) trace store: recorder → PostgreSQL")
 				var sr storeResult
-				if sr, err = traceStore(ctx, pg.dsn, time.Second, o.storeWindow); err == nil {
+				if sr, err = traceStore(ctx, dsn, time.Second, o.storeWindow); err == nil {
 					store = &sr
 					fmt.Fprintf(os.Stderr, "   %.0f traces/s (%d in %s)\n", sr.rate, sr.written, sr.window.Round(time.Millisecond))
 				}
 			}
-			pg.stop()
+			if stopErr := stopPG(); stopErr != nil {
+				fmt.Fprintf(os.Stderr, "loom-benchsuite: stop PostgreSQL: %v\n", stopErr)
+			}
 			if err != nil {
 				return err
 			}
@@ -682,121 +686,6 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
-}
-
-// ---------------------------------------------------------------- PostgreSQL
-
-var errNoPostgres = errors.New("initdb/pg_ctl not found on PATH or under /usr/lib/postgresql/*/bin")
-
-type pgCluster struct {
-	pgctl, dir, data string
-	cred             *syscall.Credential
-	dsn              string
-}
-
-// startPostgres starts a throwaway cluster (fsync off, trust auth) in a temp
-// dir, as user postgres (or nobody) when we are root.
-func startPostgres(ctx context.Context) (*pgCluster, error) {
-	initdb, err1 := exec.LookPath("initdb")
-	pgctl, err2 := exec.LookPath("pg_ctl")
-	if err1 != nil || err2 != nil {
-		dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-		slices.Sort(dirs)
-		initdb, pgctl = "", ""
-		for i := len(dirs) - 1; i >= 0; i-- {
-			a, b := filepath.Join(dirs[i], "initdb"), filepath.Join(dirs[i], "pg_ctl")
-			if isExec(a) && isExec(b) {
-				initdb, pgctl = a, b
-				break
-			}
-		}
-		if initdb == "" {
-			return nil, errNoPostgres
-		}
-	}
-	dir, err := os.MkdirTemp("", "loom-bench-pg-")
-	if err != nil {
-		return nil, err
-	}
-	c := &pgCluster{pgctl: pgctl, dir: dir, data: filepath.Join(dir, "data")}
-	fail := func(err error) (*pgCluster, error) {
-		c.stop()
-		return nil, err
-	}
-	sock := filepath.Join(dir, "sock")
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return fail(err)
-	}
-	if err := os.Mkdir(sock, 0o700); err != nil {
-		return fail(err)
-	}
-	if os.Geteuid() == 0 {
-		var u *user.User
-		for _, name := range []string{"postgres", "nobody"} {
-			if u, err = user.Lookup(name); err == nil {
-				break
-			}
-		}
-		if err != nil {
-			return fail(fmt.Errorf("running as root and no postgres/nobody user for initdb: %w", err))
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		for _, p := range []string{dir, sock} {
-			if err := os.Chown(p, uid, gid); err != nil {
-				return fail(err)
-			}
-		}
-	}
-	fmt.Fprintln(os.Stderr, "== starting PostgreSQL ("+filepath.Dir(pgctl)+")")
-	if out, err := c.command(ctx, initdb, "-D", c.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync").CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("initdb: %v\n%s", err, out))
-	}
-	addr, err := freeAddr()
-	if err != nil {
-		return fail(err)
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	opts := fmt.Sprintf("-p %s -k '%s' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200", port, sock)
-	logf := filepath.Join(dir, "postgres.log")
-	if out, err := c.command(ctx, pgctl, "-D", c.data, "-o", opts, "-l", logf, "-w", "-t", "60", "start").CombinedOutput(); err != nil {
-		lg, _ := os.ReadFile(logf)
-		return fail(fmt.Errorf("pg_ctl start: %v\n%s\n%s", err, out, tail(string(lg), 2000)))
-	}
-	c.dsn = fmt.Sprintf("postgres://postgres@127.0.0.1:%s/postgres?sslmode=disable", port)
-	return c, nil
-}
-
-func (c *pgCluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = c.dir
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PG") && !strings.HasPrefix(kv, "LC_") && !strings.HasPrefix(kv, "LANG=") {
-			env = append(env, kv)
-		}
-	}
-	cmd.Env = append(env, "LC_ALL=C")
-	if c.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
-	}
-	return cmd
-}
-
-func (c *pgCluster) stop() {
-	if _, err := os.Stat(filepath.Join(c.data, "postmaster.pid")); err == nil {
-		// Not tied to the (possibly cancelled) run context: always stop it.
-		if out, err := c.command(context.Background(), c.pgctl, "-D", c.data, "-m", "immediate", "-w", "-t", "30", "stop").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "loom-benchsuite: pg_ctl stop: %v\n%s\n", err, out)
-		}
-	}
-	os.RemoveAll(c.dir)
-}
-
-func isExec(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
 // ---------------------------------------------------------------- memory

@@ -18,6 +18,8 @@
 // version under /usr/lib/postgresql/*/bin. Without it DSN skips the test, or
 // fails it when CI=true. initdb and postgres refuse to run as root: under root
 // the cluster runs as the "postgres" user, else "nobody".
+//
+// Start gives programs other than tests (the benchmark suite) such a cluster.
 package testpg
 
 import (
@@ -53,7 +55,8 @@ const EnvDSN = "LOOM_TEST_POSTGRES_DSN"
 // (a variable so tests can hide them).
 var searchGlob = "/usr/lib/postgresql/*/bin"
 
-var errNotFound = errors.New("PostgreSQL binaries (initdb, pg_ctl) not found")
+// ErrNotFound is returned (wrapped) when PostgreSQL is not installed.
+var ErrNotFound = errors.New("PostgreSQL binaries (initdb, pg_ctl) not found")
 
 var (
 	startOnce sync.Once
@@ -85,16 +88,8 @@ func Main(m *testing.M) int {
 // (or fails it when CI=true) if PostgreSQL is not installed.
 func DSN(t testing.TB) string {
 	t.Helper()
-	startOnce.Do(start)
-	if startErr != nil {
-		if errors.Is(startErr, errNotFound) {
-			if ci() {
-				t.Fatalf("testpg: PostgreSQL 15 not found on PATH or under %s; CI requires it", searchGlob)
-			}
-			t.Skipf("testpg: PostgreSQL not found (install postgresql-15, or set %s=…) — skipping", EnvDSN)
-		}
-		t.Fatalf("testpg: %v", startErr)
-	}
+	startOnce.Do(startShared)
+	require(t, startErr, ", or set "+EnvDSN+"=…")
 
 	var suffix [4]byte
 	if _, err := rand.Read(suffix[:]); err != nil {
@@ -120,6 +115,22 @@ func DSN(t testing.TB) string {
 		t.Fatalf("testpg: %v", err)
 	}
 	return dsn
+}
+
+// require fails t on err, except that a missing PostgreSQL skips it (hint
+// adds to the install advice) unless CI=true.
+func require(t testing.TB, err error, hint string) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if errors.Is(err, ErrNotFound) {
+		if ci() {
+			t.Fatalf("testpg: PostgreSQL 15 not found on PATH or under %s; CI requires it", searchGlob)
+		}
+		t.Skipf("testpg: PostgreSQL not found (install postgresql-15%s) — skipping", hint)
+	}
+	t.Fatalf("testpg: %v", err)
 }
 
 func ci() bool {
@@ -152,7 +163,8 @@ func withDatabase(dsn, name string) (string, error) {
 	return strings.TrimSpace(dsn) + " dbname=" + name, nil
 }
 
-func start() {
+// startShared starts the server DSN hands out databases on.
+func startShared() {
 	if dsn := os.Getenv(EnvDSN); dsn != "" {
 		admin, external = dsn, true
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -168,7 +180,7 @@ func start() {
 		startErr = err
 		return
 	}
-	c, err := startCluster(bins)
+	c, err := startCluster(context.Background(), bins)
 	if err != nil {
 		startErr = err
 		return
@@ -176,7 +188,24 @@ func start() {
 	stopMu.Lock()
 	running = c
 	stopMu.Unlock()
-	admin = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
+	admin = c.dsn("postgres")
+}
+
+// Start starts a private cluster outside tests and returns the superuser DSN
+// of its "postgres" database and a function that stops the cluster and
+// removes its files (a watchdog does that too if this process dies first).
+// The error wraps ErrNotFound when PostgreSQL is not installed. ctx bounds
+// the start only.
+func Start(ctx context.Context) (dsn string, stop func() error, err error) {
+	bins, err := findBinaries()
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := startCluster(ctx, bins)
+	if err != nil {
+		return "", nil, err
+	}
+	return c.dsn("postgres"), c.stop, nil
 }
 
 type binaries struct{ initdb, pgctl string }
@@ -197,7 +226,7 @@ func findBinaries() (binaries, error) {
 			return b, nil
 		}
 	}
-	return binaries{}, errNotFound
+	return binaries{}, fmt.Errorf("%w on PATH or under %s", ErrNotFound, searchGlob)
 }
 
 // versionOf returns the numeric parts of the version directory in
@@ -236,9 +265,10 @@ type cluster struct {
 	watchdogIn io.WriteCloser
 }
 
-// startCluster creates and starts a cluster. On failure it cleans up after
-// itself and the error says why, with the server log's tail if it got that far.
-func startCluster(bins binaries) (c *cluster, err error) {
+// startCluster creates and starts a cluster; ctx bounds initdb and pg_ctl
+// start. On failure it cleans up after itself and the error says why, with
+// the server log's tail if it got that far.
+func startCluster(ctx context.Context, bins binaries) (c *cluster, err error) {
 	dir, err := os.MkdirTemp("", "loom-testpg-")
 	if err != nil {
 		return nil, err
@@ -274,7 +304,7 @@ func startCluster(bins binaries) (c *cluster, err error) {
 		return c, fmt.Errorf("start watchdog: %w", err)
 	}
 
-	out, err := c.command(bins.initdb, "-D", c.data, "-U", "postgres", "--auth=trust",
+	out, err := c.commandContext(ctx, bins.initdb, "-D", c.data, "-U", "postgres", "--auth=trust",
 		"-E", "UTF8", "--no-locale", "--no-sync").CombinedOutput()
 	if err != nil {
 		return c, fmt.Errorf("initdb failed: %v\n%s", err, strings.TrimSpace(string(out)))
@@ -286,11 +316,9 @@ func startCluster(bins binaries) (c *cluster, err error) {
 		if err != nil {
 			return c, err
 		}
-		opts := fmt.Sprintf("-p %d -k '%s' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+		c.opts = fmt.Sprintf("-p %d -k '%s' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
 			c.port, c.sock)
-		out, err = c.command(bins.pgctl, "-D", c.data, "-o", opts, "-l", c.log, "-w", "-t", "120", "start").CombinedOutput()
-		if err == nil {
-			c.opts = opts
+		if out, err = c.pgStart(ctx); err == nil {
 			return c, nil
 		}
 		tail := c.logTail(30)
@@ -343,9 +371,24 @@ func (c *cluster) dropPrivileges() error {
 	})
 }
 
+// pgStart starts the server with c.opts and returns pg_ctl's output.
+func (c *cluster) pgStart(ctx context.Context) ([]byte, error) {
+	return c.commandContext(ctx, c.bins.pgctl, "-D", c.data, "-o", c.opts, "-l", c.log, "-w", "-t", "120", "start").CombinedOutput()
+}
+
+// dsn is the superuser DSN of database db.
+func (c *cluster) dsn(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.port, db)
+}
+
 // command prepares a PostgreSQL tool run, as the unprivileged user when we are root.
 func (c *cluster) command(name string, args ...string) *exec.Cmd {
-	cmd := exec.Command(name, args...)
+	return c.commandContext(context.Background(), name, args...)
+}
+
+// commandContext is command, killed when ctx is done.
+func (c *cluster) commandContext(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = c.dir // the unprivileged user may not be able to read ours
 	cmd.Env = environ()
 	if c.cred != nil {
@@ -448,25 +491,17 @@ type Cluster struct {
 func NewCluster(t testing.TB) *Cluster {
 	t.Helper()
 	bins, err := findBinaries()
-	if err != nil {
-		if ci() {
-			t.Fatalf("testpg: %v; CI requires PostgreSQL 15 (apt-get install postgresql-15)", err)
-		}
-		t.Skipf("testpg: %v (install postgresql-15, or set %s) — skipping", err, EnvDSN)
-	}
-	c, err := startCluster(bins)
-	if err != nil {
-		t.Fatalf("testpg: %v", err)
-	}
+	require(t, err, "") // EnvDSN cannot stand in: the test stops and starts the server
+	c, err := startCluster(context.Background(), bins)
+	require(t, err, "")
 	t.Cleanup(func() {
 		if err := c.stop(); err != nil {
 			t.Logf("testpg: stop private cluster: %v", err)
 		}
 	})
-	admin := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, admin)
+	conn, err := pgx.Connect(ctx, c.dsn("postgres"))
 	if err != nil {
 		t.Fatalf("testpg: connect: %v", err)
 	}
@@ -474,7 +509,7 @@ func NewCluster(t testing.TB) *Cluster {
 	if _, err := conn.Exec(ctx, "CREATE DATABASE loom"); err != nil {
 		t.Fatalf("testpg: create database: %v", err)
 	}
-	return &Cluster{c: c, dsn: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/loom?sslmode=disable", c.port)}
+	return &Cluster{c: c, dsn: c.dsn("loom")}
 }
 
 // DSN is the superuser DSN of the cluster's "loom" database.
@@ -491,7 +526,7 @@ func (c *Cluster) Stop(t testing.TB) {
 // Start starts a stopped server again, on the same port.
 func (c *Cluster) Start(t testing.TB) {
 	t.Helper()
-	if out, err := c.c.command(c.c.bins.pgctl, "-D", c.c.data, "-o", c.c.opts, "-l", c.c.log, "-w", "-t", "120", "start").CombinedOutput(); err != nil {
+	if out, err := c.c.pgStart(context.Background()); err != nil {
 		t.Fatalf("testpg: pg_ctl start: %v: %s\n%s", err, out, c.c.logTail(20))
 	}
 }

@@ -2,6 +2,7 @@ package testpg
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -197,5 +198,47 @@ func TestClusterIsRemoved(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// Start, the entry point outside tests, gives a working cluster that its
+// stop function takes away.
+func TestStart(t *testing.T) {
+	dsn, stop, err := Start(t.Context())
+	if errors.Is(err, ErrNotFound) {
+		t.Skipf("PostgreSQL not installed: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		stop()
+		t.Fatalf("connect: %v", err)
+	}
+	var name string
+	err = conn.QueryRow(t.Context(), "SELECT current_database()").Scan(&name)
+	conn.Close(context.Background())
+	if err != nil || name != "postgres" {
+		t.Errorf("current_database() = %q, %v; want postgres", name, err)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if conn, err := pgx.Connect(ctx, dsn); err == nil {
+		conn.Close(context.Background())
+		t.Fatal("the cluster still answers after stop")
+	}
+}
+
+func TestStartNotFound(t *testing.T) {
+	t.Setenv("PATH", "/nonexistent")
+	old := searchGlob
+	searchGlob = filepath.Join(t.TempDir(), "*", "bin")
+	t.Cleanup(func() { searchGlob = old })
+	if _, _, err := Start(t.Context()); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), searchGlob) {
+		t.Fatalf("Start without PostgreSQL: %v, want ErrNotFound naming %s", err, searchGlob)
 	}
 }
