@@ -209,12 +209,12 @@ func testIsolation(t *testing.T, backendName string, n int) {
 	// The dashboard reads use up to 16 connections, kept alive.
 	dashTransport := &http.Transport{MaxIdleConnsPerHost: 16}
 	defer dashTransport.CloseIdleConnections()
-	dash := &isoDash{t: t, url: gw.url, client: &http.Client{Transport: dashTransport, Timeout: time.Minute}}
+	dash := &isoDash{url: gw.url, client: &http.Client{Transport: dashTransport, Timeout: time.Minute}}
 
 	// A live tail per tenant, open before the first request.
 	tails := make([]*isoTail, len(tenants))
 	for i, tn := range tenants {
-		tails[i] = dash.tail(tn.keys[1])
+		tails[i] = dash.tail(t, tn.keys[1])
 	}
 
 	// The requests: every tenant sends every kind, through both keys and
@@ -580,35 +580,47 @@ func isoLoad(t *testing.T, gwURL string, reqs []*isoReq) isoLoadResult {
 
 // isoDash is a dashboard API client.
 type isoDash struct {
-	t      *testing.T
 	url    string
 	client *http.Client
 }
 
-func (d *isoDash) do(method, path, key, body string) (int, []byte) {
-	d.t.Helper()
-	req, _ := http.NewRequest(method, d.url+path, strings.NewReader(body))
+// fetch sends a request and reads its answer; safe in any goroutine.
+func (d *isoDash) fetch(method, path, key, body string) (int, []byte, error) {
+	req, err := http.NewRequest(method, d.url+path, strings.NewReader(body))
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := d.client.Do(req)
 	if err != nil {
-		d.t.Fatalf("%s %s: %v", method, path, err)
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		d.t.Fatalf("%s %s: %v", method, path, err)
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	return resp.StatusCode, b
+	return resp.StatusCode, b, nil
 }
 
-func (d *isoDash) getJSON(path, key string, v any) {
-	d.t.Helper()
-	code, body := d.do("GET", path, key, "")
+// do is fetch for the test's own goroutine: a failed request ends the test.
+func (d *isoDash) do(t *testing.T, method, path, key, body string) (int, []byte) {
+	t.Helper()
+	code, b, err := d.fetch(method, path, key, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code, b
+}
+
+func (d *isoDash) getJSON(t *testing.T, path, key string, v any) {
+	t.Helper()
+	code, body := d.do(t, "GET", path, key, "")
 	if code != 200 {
-		d.t.Fatalf("GET %s: %d %s", path, code, body)
+		t.Fatalf("GET %s: %d %s", path, code, body)
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		d.t.Fatalf("GET %s: %v: %.300s", path, err, body)
+		t.Fatalf("GET %s: %v: %.300s", path, err, body)
 	}
 }
 
@@ -620,8 +632,8 @@ type isoSummary struct {
 }
 
 // list follows the cursor of GET /api/v1/traces?query to its end.
-func (d *isoDash) list(query, key string) []isoSummary {
-	d.t.Helper()
+func (d *isoDash) list(t *testing.T, query, key string) []isoSummary {
+	t.Helper()
 	var out []isoSummary
 	cursor := ""
 	for {
@@ -633,7 +645,7 @@ func (d *isoDash) list(query, key string) []isoSummary {
 		if cursor != "" {
 			path += "&cursor=" + url.QueryEscape(cursor)
 		}
-		d.getJSON(path, key, &page)
+		d.getJSON(t, path, key, &page)
 		out = append(out, page.Data...)
 		if page.NextCursor == nil {
 			return out
@@ -647,8 +659,8 @@ type isoAggregate struct {
 	Errors   int64 `json:"errors"`
 }
 
-func (d *isoDash) summary(query, key string) (isoAggregate, map[string]int64) {
-	d.t.Helper()
+func (d *isoDash) summary(t *testing.T, query, key string) (isoAggregate, map[string]int64) {
+	t.Helper()
 	var s struct {
 		Overall isoAggregate `json:"overall"`
 		ByModel []struct {
@@ -656,7 +668,7 @@ func (d *isoDash) summary(query, key string) (isoAggregate, map[string]int64) {
 			Requests int64  `json:"requests"`
 		} `json:"by_model"`
 	}
-	d.getJSON("/api/v1/analytics/summary?window=1h"+query, key, &s)
+	d.getJSON(t, "/api/v1/analytics/summary?window=1h"+query, key, &s)
 	by := map[string]int64{}
 	for _, m := range s.ByModel {
 		by[m.Model] = m.Requests
@@ -664,12 +676,12 @@ func (d *isoDash) summary(query, key string) (isoAggregate, map[string]int64) {
 	return s.Overall, by
 }
 
-func (d *isoDash) timeseries(query, key string) (requests, errors int64) {
-	d.t.Helper()
+func (d *isoDash) timeseries(t *testing.T, query, key string) (requests, errors int64) {
+	t.Helper()
 	var s struct {
 		Buckets []isoAggregate `json:"buckets"`
 	}
-	d.getJSON("/api/v1/analytics/timeseries?window=1h&bucket=1m"+query, key, &s)
+	d.getJSON(t, "/api/v1/analytics/timeseries?window=1h&bucket=1m"+query, key, &s)
 	for _, b := range s.Buckets {
 		requests += b.Requests
 		errors += b.Errors
@@ -692,24 +704,24 @@ func (tl *isoTail) got() ([]isoSummary, error) {
 
 // tail opens GET /api/v1/traces/live with key and collects its events
 // until the test ends.
-func (d *isoDash) tail(key string) *isoTail {
-	d.t.Helper()
+func (d *isoDash) tail(t *testing.T, key string) *isoTail {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", d.url+"/api/v1/traces/live", nil)
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		cancel()
-		d.t.Fatal(err)
+		t.Fatal(err)
 	}
 	rd := bufio.NewReader(resp.Body)
 	if first, _ := rd.ReadString('\n'); resp.StatusCode != 200 || first != ": connected\n" {
 		cancel()
-		d.t.Fatalf("live tail: %d %q", resp.StatusCode, first)
+		t.Fatalf("live tail: %d %q", resp.StatusCode, first)
 	}
 	tl := &isoTail{}
 	done := make(chan struct{})
-	d.t.Cleanup(func() { cancel(); resp.Body.Close(); <-done })
+	t.Cleanup(func() { cancel(); resp.Body.Close(); <-done })
 	go func() {
 		defer close(done)
 		for {
@@ -762,11 +774,11 @@ func isoDashboardChecks(t *testing.T, leaks *isoLeaks, d *isoDash, tenants []*is
 
 	// Unknown, malformed and other tenants' ids all get one same 404.
 	unknownID := uuid.Must(uuid.NewV7()).String()
-	code, notFound := d.do("GET", "/api/v1/traces/"+unknownID, tenants[0].keys[0], "")
+	code, notFound := d.do(t, "GET", "/api/v1/traces/"+unknownID, tenants[0].keys[0], "")
 	if code != 404 || !strings.Contains(string(notFound), `"code":"trace_not_found"`) {
 		t.Fatalf("unknown trace id: %d %s", code, notFound)
 	}
-	if _, malformed := d.do("GET", "/api/v1/traces/not-a-trace-id", tenants[0].keys[0], ""); !bytes.Equal(malformed, notFound) {
+	if _, malformed := d.do(t, "GET", "/api/v1/traces/not-a-trace-id", tenants[0].keys[0], ""); !bytes.Equal(malformed, notFound) {
 		t.Fatalf("malformed id answers %s, unknown %s", malformed, notFound)
 	}
 
@@ -780,14 +792,26 @@ func isoDashboardChecks(t *testing.T, leaks *isoLeaks, d *isoDash, tenants []*is
 		jobs := make(chan job)
 		var wg sync.WaitGroup
 		var own, foreign atomic.Int64
+		// A worker reports a failed request and stops asking, but keeps
+		// draining jobs so that the sender below never blocks.
+		var failed atomic.Bool
 		for w := 0; w < 16; w++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for j := range jobs {
+					if failed.Load() {
+						continue
+					}
 					tn := tenants[j.tenant]
 					owner, ok := tn.traces[j.id]
-					code, body := d.do("GET", "/api/v1/traces/"+j.id, tn.keys[int(j.id[len(j.id)-1])%2], "")
+					code, body, err := d.fetch("GET", "/api/v1/traces/"+j.id, tn.keys[int(j.id[len(j.id)-1])%2], "")
+					if err != nil {
+						if !failed.Swap(true) {
+							t.Errorf("%s reading trace %s: %v", tn.name, j.id, err)
+						}
+						continue
+					}
 					if !ok {
 						foreign.Add(1)
 						if code != 404 || !bytes.Equal(body, notFound) {
@@ -843,7 +867,7 @@ func isoDashboardChecks(t *testing.T, leaks *isoLeaks, d *isoDash, tenants []*is
 			break
 		}
 		for _, q := range tricks(b) {
-			if code, body := d.do("GET", "/api/v1/traces/"+bID+"?"+q[1:], a.keys[0], ""); code != 404 || !bytes.Equal(body, notFound) {
+			if code, body := d.do(t, "GET", "/api/v1/traces/"+bID+"?"+q[1:], a.keys[0], ""); code != 404 || !bytes.Equal(body, notFound) {
 				leaks.add(t, "%s reads %s's trace with ?%s: %d %.300s", a.name, b.name, q[1:], code, body)
 			}
 		}
@@ -851,7 +875,7 @@ func isoDashboardChecks(t *testing.T, leaks *isoLeaks, d *isoDash, tenants []*is
 
 	t.Run("list", func(t *testing.T) {
 		for ti, tn := range tenants {
-			got := d.list("", tn.keys[0])
+			got := d.list(t, "", tn.keys[0])
 			ids := map[string]bool{}
 			for _, s := range got {
 				if _, ok := tn.traces[s.ID]; !ok || s.Tenant != tn.name || ids[s.ID] {
@@ -864,12 +888,12 @@ func isoDashboardChecks(t *testing.T, leaks *isoLeaks, d *isoDash, tenants []*is
 			}
 			// With a trick, the first page is byte for byte the same (and
 			// the listing above showed where its cursor leads).
-			code, first := d.do("GET", "/api/v1/traces?limit=200", tn.keys[0], "")
+			code, first := d.do(t, "GET", "/api/v1/traces?limit=200", tn.keys[0], "")
 			if code != 200 {
 				t.Fatalf("%s's first page: %d %s", tn.name, code, first)
 			}
 			for _, q := range tricks(tenants[(ti+1)%len(tenants)]) {
-				code, page := d.do("GET", "/api/v1/traces?limit=200"+q, tn.keys[0], "")
+				code, page := d.do(t, "GET", "/api/v1/traces?limit=200"+q, tn.keys[0], "")
 				var p struct {
 					Data []isoSummary `json:"data"`
 				}
@@ -885,7 +909,7 @@ func isoDashboardChecks(t *testing.T, leaks *isoLeaks, d *isoDash, tenants []*is
 			}
 			// A filter narrows within the tenant only.
 			for model, want := range wantByModel(ti) {
-				got := d.list("&model="+url.QueryEscape(model), tn.keys[1])
+				got := d.list(t, "&model="+url.QueryEscape(model), tn.keys[1])
 				for _, s := range got {
 					if _, ok := tn.traces[s.ID]; !ok || s.Model != model {
 						leaks.add(t, "%s's listing of %s has trace %s of %q, model %s", tn.name, model, s.ID, s.Tenant, s.Model)
@@ -903,21 +927,21 @@ func isoDashboardChecks(t *testing.T, leaks *isoLeaks, d *isoDash, tenants []*is
 			other := tenants[(ti+1)%len(tenants)]
 			want := wantByModel(ti)
 			for _, q := range append([]string{""}, tricks(other)...) {
-				overall, by := d.summary(q, tn.keys[0])
+				overall, by := d.summary(t, q, tn.keys[0])
 				if overall.Requests != int64(perTenant) || overall.Errors != 0 || fmt.Sprint(by) != fmt.Sprint(want) {
 					leaks.add(t, "%s's summary%s: %+v by model %v, want %d requests, %v", tn.name, q, overall, by, perTenant, want)
 				}
-				if requests, errors := d.timeseries(q, tn.keys[1]); requests != int64(perTenant) || errors != 0 {
+				if requests, errors := d.timeseries(t, q, tn.keys[1]); requests != int64(perTenant) || errors != 0 {
 					leaks.add(t, "%s's timeseries%s: %d requests, %d errors, want %d, 0", tn.name, q, requests, errors, perTenant)
 				}
 			}
 		}
 		// The admin sees them all, and each tenant by name.
-		if overall, _ := d.summary("", isoAdmin); overall.Requests != int64(len(reqs)) {
+		if overall, _ := d.summary(t, "", isoAdmin); overall.Requests != int64(len(reqs)) {
 			t.Errorf("admin summary: %d requests, want %d", overall.Requests, len(reqs))
 		}
 		for _, tn := range tenants {
-			if overall, _ := d.summary("&tenant="+tn.name, isoAdmin); overall.Requests != int64(perTenant) {
+			if overall, _ := d.summary(t, "&tenant="+tn.name, isoAdmin); overall.Requests != int64(perTenant) {
 				t.Errorf("admin summary of %s: %d requests, want %d", tn.name, overall.Requests, perTenant)
 			}
 		}
@@ -933,7 +957,7 @@ func isoDashboardChecks(t *testing.T, leaks *isoLeaks, d *isoDash, tenants []*is
 		for _, path := range []string{"/api/v1/traces?tenant=" + b.name, "/api/v1/traces?tenant=" + a.name,
 			"/api/v1/traces/" + bID + "?tenant=" + b.name, "/api/v1/analytics/summary?tenant=" + b.name,
 			"/api/v1/analytics/timeseries?tenant=" + b.name, "/api/v1/traces/live?tenant=" + b.name} {
-			code, body := d.do("GET", path, a.keys[0], "")
+			code, body := d.do(t, "GET", path, a.keys[0], "")
 			if code != 403 || !strings.Contains(string(body), `"code":"admin_only"`) || !strings.Contains(string(body), `"param":"tenant"`) {
 				leaks.add(t, "%s: GET %s = %d %.300s, want 403 admin_only", a.name, path, code, body)
 			}
@@ -949,7 +973,7 @@ func isoDashboardChecks(t *testing.T, leaks *isoLeaks, d *isoDash, tenants []*is
 			{"POST", "/api/v1/admin/tenants/" + a.name + "/keys", `{"label":"extra"}`},
 			{"DELETE", "/api/v1/admin/keys/" + b.keyIDs[0], ""},
 		} {
-			code, body := d.do(c.method, c.path, a.keys[0], c.body)
+			code, body := d.do(t, c.method, c.path, a.keys[0], c.body)
 			if code != 403 || !strings.Contains(string(body), `"code":"admin_only"`) || strings.Contains(string(body), "loom_") {
 				leaks.add(t, "%s: %s %s = %d %.300s, want 403 admin_only", a.name, c.method, c.path, code, body)
 			}
@@ -959,15 +983,15 @@ func isoDashboardChecks(t *testing.T, leaks *isoLeaks, d *isoDash, tenants []*is
 				Name string `json:"name"`
 			} `json:"data"`
 		}
-		d.getJSON("/api/v1/admin/tenants", isoAdmin, &list)
+		d.getJSON(t, "/api/v1/admin/tenants", isoAdmin, &list)
 		if len(list.Data) != len(tenants) {
 			t.Errorf("admin lists %d tenants after the attempts: %+v", len(list.Data), list.Data)
 		}
 		// B's key still works, and so does /metrics refuse tenant keys.
-		if code, _ := d.do("GET", "/api/v1/analytics/summary", b.keys[0], ""); code != 200 {
+		if code, _ := d.do(t, "GET", "/api/v1/analytics/summary", b.keys[0], ""); code != 200 {
 			t.Errorf("%s's key after %s's attempt to revoke it: %d", b.name, a.name, code)
 		}
-		if code, _ := d.do("GET", "/metrics", a.keys[0], ""); code != 401 {
+		if code, _ := d.do(t, "GET", "/metrics", a.keys[0], ""); code != 401 {
 			t.Errorf("/metrics with a tenant key: %d", code)
 		}
 	})

@@ -112,14 +112,23 @@ tenant "narrow" {
 func startProxy(t *testing.T, extraEnv ...string) *proxyEnv {
 	t.Helper()
 	up := newMockUpstream(t)
+	p := startProxyTo(t, up.URL, extraEnv...)
+	p.up = up
+	return p
+}
+
+// startProxyTo is startProxy with the providers pointed at upstream (its
+// up is nil). A variable of extraEnv overrides the default's.
+func startProxyTo(t *testing.T, upstream string, extraEnv ...string) *proxyEnv {
+	t.Helper()
 	dir := t.TempDir()
 	closed := freeAddr(t) // nothing listens there
-	writeFile(t, filepath.Join(dir, "loom.hcl"), proxyConfig(filepath.Join(testbin.Dir(t), "plugins"), up.URL, closed))
+	writeFile(t, filepath.Join(dir, "loom.hcl"), proxyConfig(filepath.Join(testbin.Dir(t), "plugins"), upstream, closed))
 	env := append([]string{
 		"LOOM_MASTER_KEY=" + testMasterKey,
 		"OPENAI_API_KEY=" + upstreamKey,
-		"AZURE_OPENAI_ENDPOINT=" + up.URL,
-		"AZURE_OPENAI_API_KEY=az-upstream-secret",
+		"AZURE_OPENAI_ENDPOINT=" + upstream,
+		"AZURE_OPENAI_API_KEY=" + azureKey,
 		"LOOM_ADMIN_TOKEN=admin-token-secret",
 		"LOOM_LOG_LEVEL=debug",
 	}, extraEnv...)
@@ -128,7 +137,7 @@ func startProxy(t *testing.T, extraEnv ...string) *proxyEnv {
 	key := lastLine(mustRun(t, dir, env, "key", "create", "--tenant", "acme"))
 	narrow := lastLine(mustRun(t, dir, env, "key", "create", "--tenant", "narrow"))
 	gw := startServe(t, dir, env)
-	return &proxyEnv{gw: gw, up: up, dir: dir, key: key, narrow: narrow, env: env}
+	return &proxyEnv{gw: gw, dir: dir, key: key, narrow: narrow, env: env}
 }
 
 func (p *proxyEnv) client(opts ...option.RequestOption) *openai.Client {
@@ -138,10 +147,23 @@ func (p *proxyEnv) client(opts ...option.RequestOption) *openai.Client {
 	return &c
 }
 
-// post sends a raw request and returns the response (body read).
+// post sends a raw request and returns the response (body read). It ends
+// the test if the request fails: call it from the test's goroutine only.
 func (p *proxyEnv) post(t *testing.T, path, key, body string, header ...string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", p.gw.url+path, strings.NewReader(body))
+	resp, b, err := p.send(path, key, body, header...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+// send is post for any goroutine: it returns the error.
+func (p *proxyEnv) send(path, key, body string, header ...string) (*http.Response, []byte, error) {
+	req, err := http.NewRequest("POST", p.gw.url+path, strings.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
 	req.Header.Set("Content-Type", "application/json")
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
@@ -151,11 +173,11 @@ func (p *proxyEnv) post(t *testing.T, path, key, body string, header ...string) 
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp, b
+	return resp, b, nil
 }
 
 func TestProxy(t *testing.T) {
@@ -287,7 +309,7 @@ func TestProxy(t *testing.T) {
 			if up.Path != "/openai/deployments/"+deployment+"/chat/completions" || up.Query != "api-version=2024-10-21" {
 				t.Fatalf("azure upstream saw %s?%s", up.Path, up.Query)
 			}
-			if up.Header.Get("Api-Key") != "az-upstream-secret" || up.Header.Get("Authorization") != "" {
+			if up.Header.Get("Api-Key") != azureKey || up.Header.Get("Authorization") != "" {
 				t.Fatalf("azure auth headers: api-key %q authorization %q", up.Header.Get("Api-Key"), up.Header.Get("Authorization"))
 			}
 		}
@@ -372,7 +394,7 @@ func TestProxy(t *testing.T) {
 				}
 				t.Errorf("plugin %d has %s in its environment", pid, name)
 			}
-			for _, secret := range []string{testMasterKey, upstreamKey, "az-upstream-secret", "admin-token-secret", "loom.db"} {
+			for _, secret := range []string{testMasterKey, upstreamKey, azureKey, "admin-token-secret", "loom.db"} {
 				if strings.Contains(string(environ), secret) {
 					t.Errorf("plugin %d environment holds a secret", pid)
 				}
@@ -569,7 +591,11 @@ func TestPluginCrashUnderLoad(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, body := p.post(t, "/v1/chat/completions", p.key, `{"model":"slow","messages":[]}`)
+			resp, body, err := p.send("/v1/chat/completions", p.key, `{"model":"slow","messages":[]}`)
+			if err != nil {
+				t.Error(err)
+				return
+			}
 			var e struct{ Error struct{ Code string } }
 			json.Unmarshal(body, &e)
 			results <- fmt.Sprintf("%d %s", resp.StatusCode, e.Error.Code)

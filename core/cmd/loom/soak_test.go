@@ -11,9 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/loom-runtime/loom/core/internal/testbin"
 	"github.com/loom-runtime/loom/core/internal/testpg"
 	"github.com/loom-runtime/loom/core/store"
 )
@@ -172,20 +169,9 @@ func TestSoak(t *testing.T) {
 
 	pg := testpg.NewCluster(t)
 	up := newSoakUpstream(t)
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "loom.hcl"), proxyConfig(filepath.Join(testbin.Dir(t), "plugins"), up.URL, freeAddr(t)))
-	env := []string{
-		"LOOM_MASTER_KEY=" + testMasterKey,
-		"OPENAI_API_KEY=" + upstreamKey,
-		"AZURE_OPENAI_ENDPOINT=" + up.URL,
-		"AZURE_OPENAI_API_KEY=az-upstream-secret",
-		"LOOM_ADMIN_TOKEN=admin-token-secret",
-		"LOOM_LOG_LEVEL=info",
-		"LOOM_STORE_DRIVER=postgres", "LOOM_STORE_DSN=" + pg.DSN(),
-	}
-	mustRun(t, dir, env, "tenant", "create", "acme")
-	key := lastLine(mustRun(t, dir, env, "key", "create", "--tenant", "acme"))
-	gw := startServe(t, dir, env)
+	// At log level info, not startProxy's debug.
+	p := startProxyTo(t, up.URL, "LOOM_LOG_LEVEL=info", "LOOM_STORE_DRIVER=postgres", "LOOM_STORE_DSN="+pg.DSN())
+	gw, dir, env, key := p.gw, p.dir, p.env, p.key
 	pid := gw.cmd.Process.Pid
 
 	transport := &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: 0, IdleConnTimeout: 30 * time.Second}
@@ -484,15 +470,4 @@ func soakRSSKiB(pid int) int64 {
 	return 0
 }
 
-func soakCounts(m map[string]int) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
-	}
-	return strings.Join(parts, " ")
-}
+func soakCounts(m map[string]int) string { return strings.Join(sorted(m), " ") }

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -98,7 +99,7 @@ func waitTraces(t *testing.T, st store.Store, tenant string, n int64) {
 type kind struct {
 	name, status string
 	key          func(p *proxyEnv) string
-	do           func(t *testing.T, p *proxyEnv, key string)
+	do           func(p *proxyEnv, key string) error // safe in any goroutine
 }
 
 func chatBody(model string, stream bool) string {
@@ -108,13 +109,16 @@ func chatBody(model string, stream bool) string {
 func mixedKinds() []kind {
 	acme := func(p *proxyEnv) string { return p.key }
 	narrow := func(p *proxyEnv) string { return p.narrow }
-	post := func(body string) func(*testing.T, *proxyEnv, string) {
-		return func(t *testing.T, p *proxyEnv, key string) { p.post(t, "/v1/chat/completions", key, body) }
+	post := func(body string) func(*proxyEnv, string) error {
+		return func(p *proxyEnv, key string) error {
+			_, _, err := p.send("/v1/chat/completions", key, body)
+			return err
+		}
 	}
 	// giveUp sends a request and walks away: after the first event of a
 	// stream, or after 300ms of waiting for an answer.
-	giveUp := func(body string, stream bool) func(*testing.T, *proxyEnv, string) {
-		return func(t *testing.T, p *proxyEnv, key string) {
+	giveUp := func(body string, stream bool) func(*proxyEnv, string) error {
+		return func(p *proxyEnv, key string) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			if stream {
 				ctx, cancel = context.WithCancel(context.Background())
@@ -124,19 +128,21 @@ func mixedKinds() []kind {
 			req.Header.Set("Authorization", "Bearer "+key)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
-				return
+				return nil // walking away may come first
 			}
 			bufio.NewReader(resp.Body).ReadString('\n')
 			cancel()
 			resp.Body.Close()
+			return nil
 		}
 	}
 	return []kind{
 		{"ok", "ok", acme, post(chatBody("gpt-ok", false))},
 		{"ok stream", "ok", acme, post(chatBody("gpt-ok", true))},
 		{"ok echo stream", "ok", acme, post(chatBody("echo/echo-1", true))},
-		{"embeddings", "ok", acme, func(t *testing.T, p *proxyEnv, key string) {
-			p.post(t, "/v1/embeddings", key, `{"model":"text-embedding-3-small","input":"hi"}`)
+		{"embeddings", "ok", acme, func(p *proxyEnv, key string) error {
+			_, _, err := p.send("/v1/embeddings", key, `{"model":"text-embedding-3-small","input":"hi"}`)
+			return err
 		}},
 		{"upstream 429", "upstream_error", acme, post(chatBody("rate-limited", false))},
 		{"upstream 500 stream", "upstream_error", acme, post(chatBody("server-error", true))},
@@ -149,8 +155,9 @@ func mixedKinds() []kind {
 		{"missing messages", "rejected", acme, post(`{"model":"gpt-ok"}`)},
 		{"no route", "rejected", narrow, post(chatBody("claude-3", false))},
 		{"NUL and odd characters in the model", "ok", acme, post(`{"model":"gpt\u0000ok\u00e9\ud800","messages":[]}`)},
-		{"invalid UTF-8 in the path", "rejected", acme, func(t *testing.T, p *proxyEnv, key string) {
-			p.post(t, "/v1/%ff%00x", key, `{}`)
+		{"invalid UTF-8 in the path", "rejected", acme, func(p *proxyEnv, key string) error {
+			_, _, err := p.send("/v1/%ff%00x", key, `{}`)
+			return err
 		}},
 	}
 }
@@ -171,13 +178,21 @@ func TestEveryRequestIsTraced(t *testing.T) {
 			want := map[string]int{} // tenant/status → count
 			jobs := make(chan int)
 			var wg sync.WaitGroup
+			// A worker reports a failed request and stops sending, but
+			// keeps draining jobs so that the loop below never blocks.
+			var failed atomic.Bool
 			for w := 0; w < 24; w++ {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					for i := range jobs {
+						if failed.Load() {
+							continue
+						}
 						k := kinds[i%len(kinds)]
-						k.do(t, p, k.key(p))
+						if err := k.do(p, k.key(p)); err != nil && !failed.Swap(true) {
+							t.Errorf("request %d (%s): %v", i, k.name, err)
+						}
 					}
 				}()
 			}
@@ -192,6 +207,9 @@ func TestEveryRequestIsTraced(t *testing.T) {
 			}
 			close(jobs)
 			wg.Wait()
+			if failed.Load() {
+				t.FailNow()
+			}
 			waitTraces(t, st, "narrow", int64(want["narrow/rejected"]))
 			waitTraces(t, st, "acme", int64(total-want["narrow/rejected"]))
 			time.Sleep(300 * time.Millisecond) // anything extra would show up now
@@ -494,7 +512,11 @@ func TestPostgresOutage(t *testing.T) {
 					return
 				default:
 				}
-				resp, _ := p.post(t, "/v1/chat/completions", p.key, chatBody("gpt-ok", (i+w)%2 == 0))
+				resp, _, err := p.send("/v1/chat/completions", p.key, chatBody("gpt-ok", (i+w)%2 == 0))
+				if err != nil {
+					t.Error(err)
+					return
+				}
 				mu.Lock()
 				sent = append(sent, resp.Header.Get("X-Request-Id"))
 				statuses[resp.StatusCode]++
