@@ -3,8 +3,6 @@ package postgres
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/loom-runtime/loom/core/internal/testpg"
 	"github.com/loom-runtime/loom/core/store"
+	"github.com/loom-runtime/loom/core/store/internal/validate"
 	"github.com/loom-runtime/loom/core/store/storetest"
 	"github.com/loom-runtime/loom/schema"
 )
@@ -189,8 +188,18 @@ func partitions(t *testing.T, s *Store) []string {
 	return names
 }
 
-func monthName(t time.Time) string {
-	return fmt.Sprintf("traces_y%04dm%02d", t.Year(), int(t.Month()))
+// acmeChain creates tenant acme and starts a trace chain in s.
+func acmeChain(t *testing.T, s *Store) (store.Tenant, store.Chain) {
+	t.Helper()
+	tn, err := s.CreateTenant(t.Context(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := store.Chain{ID: uuid.NewString(), StartedAt: time.Now()}
+	if err := s.StartChain(t.Context(), ch); err != nil {
+		t.Fatal(err)
+	}
+	return tn, ch
 }
 
 // Migrate leaves the partitions of last month to three months ahead, each
@@ -198,11 +207,10 @@ func monthName(t time.Time) string {
 // uncompressed out of line.
 func TestMigrateCreatesPartitions(t *testing.T) {
 	s := migrated(t, testpg.DSN(t))
-	now := time.Now().UTC()
-	first := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	first := validate.MonthStart(time.Now())
 	var want []string
 	for i := -1; i <= MigratePartitionsAhead; i++ {
-		want = append(want, monthName(first.AddDate(0, i, 0)))
+		want = append(want, validate.PartitionName(first.AddDate(0, i, 0)))
 	}
 	if got := partitions(t, s); !slices.Equal(got, want) {
 		t.Fatalf("partitions after Migrate = %v, want %v", got, want)
@@ -252,14 +260,11 @@ func TestPartitionBoundsAreUTC(t *testing.T) {
 	migrated(t, dsn)
 	// A session 13:45 ahead of UTC creates the partitions.
 	s := open(t, dsn+"&timezone=Pacific/Chatham")
-	tn, err := s.CreateTenant(t.Context(), "acme")
-	if err != nil {
-		t.Fatal(err)
+	var tz string
+	if err := s.pool.QueryRow(t.Context(), `SHOW timezone`).Scan(&tz); err != nil || tz != "Pacific/Chatham" {
+		t.Fatalf("SHOW timezone = %q, %v; want Pacific/Chatham", tz, err)
 	}
-	ch := store.Chain{ID: uuid.NewString(), StartedAt: time.Now()}
-	if err := s.StartChain(t.Context(), ch); err != nil {
-		t.Fatal(err)
-	}
+	tn, ch := acmeChain(t, s)
 	mar := time.Date(2023, 3, 1, 0, 0, 0, 0, time.UTC)
 	cases := map[time.Time]string{
 		mar.Add(-time.Microsecond): "traces_y2023m02",
@@ -298,16 +303,9 @@ func trace(t *testing.T, tenantID, chainID string, seq int64, at time.Time) stor
 func TestMissingPartitionAndRetentionDrop(t *testing.T) {
 	s := migrated(t, testpg.DSN(t))
 	ctx := t.Context()
-	tn, err := s.CreateTenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := store.Chain{ID: uuid.NewString(), StartedAt: time.Now()}
-	if err := s.StartChain(ctx, ch); err != nil {
-		t.Fatal(err)
-	}
+	tn, ch := acmeChain(t, s)
 	old := time.Now().UTC().AddDate(0, -14, 0)
-	name := monthName(old)
+	name := validate.PartitionName(old)
 	if slices.Contains(partitions(t, s), name) {
 		t.Fatalf("%s exists before the insert", name)
 	}
@@ -336,10 +334,9 @@ func TestMissingPartitionAndRetentionDrop(t *testing.T) {
 		t.Errorf("%s still exists after retention", name)
 	}
 	// The cutoff is the first of last month: last month and later stay.
-	now := time.Now().UTC()
-	first := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	first := validate.MonthStart(time.Now())
 	for i := -1; i <= MigratePartitionsAhead; i++ {
-		if p := monthName(first.AddDate(0, i, 0)); !slices.Contains(partitions(t, s), p) {
+		if p := validate.PartitionName(first.AddDate(0, i, 0)); !slices.Contains(partitions(t, s), p) {
 			t.Errorf("partition %s dropped", p)
 		}
 	}
@@ -388,43 +385,24 @@ func TestTamperTraceNeedsSuperuser(t *testing.T) {
 	dsn := testpg.DSN(t)
 	s := migrated(t, dsn)
 	ctx := t.Context()
-	role := "loom_app_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
-	if err := s.ExecRaw(ctx, `CREATE ROLE `+role+` LOGIN;
-		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO `+role); err != nil {
+	role := newRole(t, dsn, "loom_app")
+	if err := s.ExecRaw(ctx, `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO `+role); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		s.ExecRaw(context.Background(), `DROP OWNED BY `+role+`; DROP ROLE `+role)
-	})
-	tn, err := s.CreateTenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := store.Chain{ID: uuid.NewString(), StartedAt: time.Now()}
-	if err := s.StartChain(ctx, ch); err != nil {
-		t.Fatal(err)
-	}
+	tn, ch := acmeChain(t, s)
 	tr := trace(t, tn.ID, ch.ID, 1, time.Now())
 	if _, err := s.InsertTraces(ctx, []store.Trace{tr}); err != nil {
 		t.Fatal(err)
 	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(role)
-	app := open(t, u.String())
+	roleDSN := asUser(t, dsn, role)
+	app := open(t, roleDSN)
 	if err := app.TamperTrace(ctx, tr.ID, "status", "x"); err == nil || !strings.Contains(err.Error(), "superuser") {
 		t.Errorf("TamperTrace as an ordinary role: %v, want a permission error naming superuser", err)
 	}
 	// Nor can that role change a trace directly, even with every tenant's
 	// rows in sight: row-level security has no UPDATE or DELETE policy, so
 	// no row qualifies (and the triggers would refuse any that did).
-	conn, err := pgx.Connect(ctx, u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := adminConn(t, roleDSN) // the ordinary role, raw
 	for _, q := range []string{`UPDATE traces SET status = 'x'`, `DELETE FROM traces`} {
 		for _, scope := range []string{"", "all"} {
 			tx, err := conn.Begin(ctx)
@@ -451,14 +429,7 @@ func TestTamperTraceNeedsSuperuser(t *testing.T) {
 func TestRetentionDuringInserts(t *testing.T) {
 	s := migrated(t, testpg.DSN(t))
 	ctx := t.Context()
-	tn, err := s.CreateTenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := store.Chain{ID: uuid.NewString(), StartedAt: time.Now()}
-	if err := s.StartChain(ctx, ch); err != nil {
-		t.Fatal(err)
-	}
+	tn, ch := acmeChain(t, s)
 	var seq atomic.Int64
 	batch := func(at time.Time, n int) []store.Trace {
 		out := make([]store.Trace, n)

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -170,15 +171,9 @@ func TestConformanceAsAppRole(t *testing.T) {
 func rlsData(t *testing.T, app *Store) (a, b store.Tenant, trs []store.Trace) {
 	t.Helper()
 	ctx := t.Context()
+	a, ch := acmeChain(t, app)
 	var err error
-	if a, err = app.CreateTenant(ctx, "acme"); err != nil {
-		t.Fatal(err)
-	}
 	if b, err = app.CreateTenant(ctx, "globex"); err != nil {
-		t.Fatal(err)
-	}
-	ch := store.Chain{ID: uuid.NewString(), StartedAt: time.Now()}
-	if err := app.StartChain(ctx, ch); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC().Truncate(time.Second)
@@ -254,7 +249,7 @@ func TestRowLevelSecurity(t *testing.T) {
 		}
 		admin := adminConn(t, superDSN)
 		var rls, force bool
-		part := fmt.Sprintf("traces_y%04dm%02d", next.Year(), int(next.Month()))
+		part := validate.PartitionName(next)
 		if err := admin.QueryRow(ctx, `SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = $1::regclass`, part).
 			Scan(&rls, &force); err != nil || !rls || !force {
 			t.Errorf("%s: row security %v, forced %v, %v; want both", part, rls, force, err)
@@ -319,14 +314,56 @@ func TestRowLevelSecurity(t *testing.T) {
 			t.Errorf("count(*) after a scoped transaction, on the same connection: %d, %v; want 0", n, err)
 		}
 		// The store's own pooled connections likewise: use them all with a
-		// scope, then look from each without one.
-		for range 3 {
-			if _, err := app.CountTraces(ctx, a.ID); err != nil {
-				t.Fatal(err)
+		// scope at once (each transaction holds its connection until all
+		// have begun), then look from each without one.
+		maxConns := int(app.pool.Stat().MaxConns())
+		scoped := make(chan int32, maxConns) // backend pids
+		var began sync.WaitGroup
+		began.Add(maxConns)
+		release := make(chan struct{})
+		errs := make(chan error, maxConns)
+		for range maxConns {
+			go func() {
+				entered := false
+				err := app.inScope(ctx, tenantScope(a.ID), true, func(tx pgx.Tx) error {
+					entered = true
+					var n int64
+					var pid int32
+					err := tx.QueryRow(ctx, `SELECT count(*), pg_backend_pid() FROM traces`).Scan(&n, &pid)
+					began.Done()
+					if err != nil {
+						return err
+					}
+					if n != 3 {
+						return fmt.Errorf("count(*) in A's scope = %d, want 3", n)
+					}
+					scoped <- pid
+					<-release
+					return nil
+				})
+				if !entered {
+					began.Done()
+				}
+				errs <- err
+			}()
+		}
+		began.Wait()
+		close(release)
+		for range maxConns {
+			if err := <-errs; err != nil {
+				t.Fatalf("a scoped transaction: %v", err)
 			}
 		}
+		close(scoped)
+		pids := map[int32]bool{}
+		for pid := range scoped {
+			pids[pid] = true
+		}
+		if len(pids) != maxConns {
+			t.Fatalf("%d scoped transactions ran on %d connections, want one each", maxConns, len(pids))
+		}
 		var conns []*pgxpool.Conn
-		for range int(app.pool.Stat().MaxConns()) {
+		for range maxConns {
 			c, err := app.pool.Acquire(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -334,9 +371,13 @@ func TestRowLevelSecurity(t *testing.T) {
 			conns = append(conns, c)
 			var n int64
 			var scope, tenant string
+			var pid int32
 			if err := c.QueryRow(ctx, `SELECT count(*), coalesce(current_setting('loom.scope', true), ''),
-				coalesce(current_setting('loom.tenant_id', true), '') FROM traces`).Scan(&n, &scope, &tenant); err != nil {
+				coalesce(current_setting('loom.tenant_id', true), ''), pg_backend_pid() FROM traces`).Scan(&n, &scope, &tenant, &pid); err != nil {
 				t.Fatal(err)
+			}
+			if !pids[pid] {
+				t.Errorf("pooled connection (pid %d) never carried a scope", pid)
 			}
 			if n != 0 || scope != "" || tenant != "" {
 				t.Errorf("a pooled connection outside any transaction sees %d traces, loom.scope %q, loom.tenant_id %q", n, scope, tenant)
@@ -381,7 +422,7 @@ func TestRowLevelSecurity(t *testing.T) {
 	})
 
 	t.Run("partitions are not a way around", func(t *testing.T) {
-		part := fmt.Sprintf("traces_y%04dm%02d", trs[0].CreatedAt.Year(), int(trs[0].CreatedAt.Month()))
+		part := validate.PartitionName(trs[0].CreatedAt)
 		tx, err := conn.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -403,7 +444,7 @@ func TestRowLevelSecurityBindsTheOwner(t *testing.T) {
 	owner, _, ownerDSN := ownerStore(t)
 	a, _, trs := rlsData(t, owner)
 	conn := adminConn(t, ownerDSN)
-	part := fmt.Sprintf("traces_y%04dm%02d", trs[0].CreatedAt.Year(), int(trs[0].CreatedAt.Month()))
+	part := validate.PartitionName(trs[0].CreatedAt)
 	for _, c := range []struct {
 		set  []string
 		want int64
