@@ -7,7 +7,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -68,6 +71,9 @@ func Peek(body []byte) (Peeked, error) {
 			break
 		}
 		val := body[span.Start:span.End]
+		if err := checkCase(key); err != nil {
+			return p, err
+		}
 		switch {
 		case keyIs(key, "model"):
 			// A repeated key: the last one wins, as in encoding/json.
@@ -108,6 +114,38 @@ func Peek(body []byte) (Peeked, error) {
 		}
 	}
 	return p, nil
+}
+
+// caseGuarded are the members Loom routes, prices and relays by. Loom
+// reads them by their exact names, as OpenAI does; an upstream built on Go's
+// encoding/json (Ollama, LocalAI) matches keys regardless of letter case and
+// takes the last, so {"model":"a","MODEL":"o1"} would be routed and priced
+// as "a" and served as "o1".
+var caseGuarded = [...]string{"model", "stream", "stream_options"}
+
+// checkCase refuses a raw key that names a caseGuarded member in other
+// letter case (with Unicode's simple folding, as encoding/json applies it:
+// "ſtream" is "stream" to it).
+func checkCase(raw []byte) error {
+	k := raw[1 : len(raw)-1]
+	if len(k) < len("model") {
+		return nil
+	}
+	if bytes.IndexByte(k, '\\') >= 0 {
+		var dec string
+		if json.Unmarshal(raw, &dec) != nil {
+			return nil
+		}
+		k = []byte(dec)
+	}
+	for _, name := range caseGuarded {
+		if string(k) != name && strings.EqualFold(string(k), name) {
+			return &Error{Param: name, Code: "invalid_value", Message: fmt.Sprintf(
+				"Invalid key %s: it differs from '%s' only in letter case, and upstreams disagree on which of the two they read. Send '%s' exactly.",
+				raw, name, name)}
+		}
+	}
+	return nil
 }
 
 // includeUsage reports whether the stream_options object obj (valid JSON)
@@ -168,59 +206,124 @@ func (p Peeked) validateModel() error {
 		return &Error{Param: "model", Code: "invalid_type", Message: "Invalid type for 'model': expected a string."}
 	case p.Model == "":
 		return &Error{Param: "model", Code: "missing_required_parameter", Message: "Missing required parameter: 'model' is empty."}
+	case len(p.Model) > MaxModelBytes:
+		return &Error{Param: "model", Code: "invalid_value", Message: fmt.Sprintf("Invalid 'model': longer than %d bytes.", MaxModelBytes)}
+	case strings.ContainsFunc(p.Model, unicode.IsControl):
+		return &Error{Param: "model", Code: "invalid_value", Message: "Invalid 'model': it contains control characters."}
 	}
 	return nil
 }
 
-// SetModel returns body with the top-level model replaced by model. The
-// rest of the body is left byte for byte as it was.
-func SetModel(body []byte, p Peeked, model string) []byte {
-	if !p.ModelSpan.valid() {
-		return body
-	}
-	enc := strconv.AppendQuote(nil, model)
-	if !json.Valid(enc) { // strconv quoting differs from JSON for some runes; fall back
-		enc, _ = json.Marshal(model)
-	}
-	return splice(body, p.ModelSpan, enc)
+// MaxModelBytes bounds a model name. The longest real ones (Bedrock
+// inference-profile ARNs, fine-tune ids) stay well under it; a longer name
+// is refused before it reaches routing, metrics labels or a trace.
+const MaxModelBytes = 256
+
+// Edit is what Loom changes in a body before forwarding it. Rewrite
+// applies every change of one Edit in a single pass over the body as Peek
+// read it, so no change can move the bytes another one points at.
+type Edit struct {
+	// Model, when not empty, replaces the top-level model.
+	Model string
+	// IncludeUsage sets stream_options.include_usage to true, so the
+	// upstream reports usage at the end of a stream.
+	IncludeUsage bool
 }
 
-// ForceIncludeUsage returns body with stream_options.include_usage set to
-// true, so the upstream reports usage at the end of a stream. A body that
-// already asks for it is returned unchanged.
-func ForceIncludeUsage(body []byte, p Peeked) ([]byte, error) {
-	if p.IncludeUsage {
+// splice replaces the bytes of span (empty for an insertion) with with.
+type splice struct {
+	span Span
+	with []byte
+}
+
+// Rewrite returns body with e applied; p is Peek's result for body. Every
+// byte outside the edited values is kept as it was. A body that needs no
+// change is returned as is.
+func Rewrite(body []byte, p Peeked, e Edit) ([]byte, error) {
+	var buf [4]splice
+	edits := buf[:0]
+	if e.Model != "" && p.ModelSpan.valid() {
+		edits = append(edits, splice{p.ModelSpan, quote(e.Model)})
+	}
+	if e.IncludeUsage && !p.IncludeUsage {
+		var err error
+		if edits, err = includeUsageEdits(edits, body, p); err != nil {
+			return nil, err
+		}
+	}
+	if len(edits) == 0 {
 		return body, nil
 	}
-	if !p.StreamOptionsSpan.valid() {
-		// Insert a new member right after the opening brace.
-		open := bytes.IndexByte(body, '{')
-		out := make([]byte, 0, len(body)+40)
-		out = append(out, body[:open+1]...)
-		out = append(out, `"stream_options":{"include_usage":true},`...)
-		return append(out, body[open+1:]...), nil
+	slices.SortFunc(edits, func(a, b splice) int { return a.span.Start - b.span.Start })
+	size := len(body)
+	for _, s := range edits {
+		size += len(s.with) - (s.span.End - s.span.Start)
 	}
-	val := body[p.StreamOptionsSpan.Start:p.StreamOptionsSpan.End]
-	if bytes.Equal(val, []byte("null")) {
-		return splice(body, p.StreamOptionsSpan, []byte(`{"include_usage":true}`)), nil
+	out := make([]byte, 0, size)
+	at := 0
+	for _, s := range edits {
+		out = append(out, body[at:s.span.Start]...)
+		out = append(out, s.with...)
+		at = s.span.End
 	}
-	var opts map[string]json.RawMessage
-	if err := json.Unmarshal(val, &opts); err != nil {
-		return nil, &Error{Param: "stream_options", Code: "invalid_type", Message: "Invalid type for 'stream_options': expected an object."}
-	}
-	opts["include_usage"] = json.RawMessage("true")
-	enc, err := json.Marshal(opts)
-	if err != nil {
-		return nil, fmt.Errorf("encode stream_options: %w", err)
-	}
-	return splice(body, p.StreamOptionsSpan, enc), nil
+	return append(out, body[at:]...), nil
 }
 
-func splice(body []byte, s Span, with []byte) []byte {
-	out := make([]byte, 0, len(body)-(s.End-s.Start)+len(with))
-	out = append(out, body[:s.Start]...)
-	out = append(out, with...)
-	return append(out, body[s.End:]...)
+// includeUsageEdits appends the splices that turn on
+// stream_options.include_usage: a new stream_options member, a null one
+// replaced, or, inside an object, every include_usage value set to true
+// (or the member added). The object's other options stay byte for byte.
+func includeUsageEdits(edits []splice, body []byte, p Peeked) ([]splice, error) {
+	const member = `"include_usage":true`
+	so := p.StreamOptionsSpan
+	if !so.valid() {
+		return append(edits, insertMember(body, bytes.IndexByte(body, '{'), `"stream_options":{`+member+`}`)), nil
+	}
+	val := body[so.Start:so.End]
+	switch val[0] {
+	case 'n': // null: the default options
+		return append(edits, splice{so, []byte("{" + member + "}")}), nil
+	case '{':
+	default:
+		return nil, &Error{Param: "stream_options", Code: "invalid_type", Message: "Invalid type for 'stream_options': expected an object."}
+	}
+	s := scanner{b: val, i: 1}
+	found := false
+	for {
+		key, v, ok := s.member()
+		if !ok {
+			break
+		}
+		if keyIs(key, "include_usage") {
+			found = true
+			edits = append(edits, splice{Span{so.Start + v.Start, so.Start + v.End}, []byte("true")})
+		}
+	}
+	if !found {
+		edits = append(edits, insertMember(body, so.Start, member))
+	}
+	return edits, nil
+}
+
+// insertMember is the splice that adds member first in the object whose
+// opening brace is at open, with a comma when other members follow.
+func insertMember(body []byte, open int, member string) splice {
+	s := scanner{b: body, i: open + 1}
+	s.ws()
+	at := Span{open + 1, open + 1}
+	if body[s.i] == '}' {
+		return splice{at, []byte(member)}
+	}
+	return splice{at, []byte(member + ",")}
+}
+
+// quote encodes s as a JSON string.
+func quote(s string) []byte {
+	enc := strconv.AppendQuote(nil, s)
+	if !json.Valid(enc) { // strconv quoting differs from JSON for some runes; fall back
+		enc, _ = json.Marshal(s)
+	}
+	return enc
 }
 
 // keyIs compares a raw JSON key (quotes included) with name. Keys with

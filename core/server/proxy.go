@@ -13,9 +13,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/loom-runtime/loom/core/apierror"
 	"github.com/loom-runtime/loom/core/auth"
+	"github.com/loom-runtime/loom/core/internal/fault"
 	"github.com/loom-runtime/loom/core/pluginhost"
 	"github.com/loom-runtime/loom/core/relay"
 	"github.com/loom-runtime/loom/core/request"
@@ -178,6 +180,17 @@ func badRequest(err error) error {
 	return apierror.Internal(err)
 }
 
+// truncateUTF8 cuts s to at most n bytes without splitting a rune.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
 // call is one proxied request on its way through the gateway.
 type call struct {
 	principal auth.Principal
@@ -188,8 +201,9 @@ type call struct {
 	cap       *capture
 }
 
-// prepare reads, checks and routes a request, recording what it learns.
-func (s *Server) prepare(w http.ResponseWriter, r *http.Request, tc *capture, validate func(request.Peeked) error) (*call, error) {
+// prepare reads, checks and routes a request, recording what it learns;
+// streams tells whether the endpoint streams (and so asks for usage).
+func (s *Server) prepare(w http.ResponseWriter, r *http.Request, tc *capture, validate func(request.Peeked) error, streams bool) (*call, error) {
 	c := &call{cap: tc}
 	c.principal, _ = auth.FromContext(r.Context())
 	body, err := s.readBody(w, r, c.cap)
@@ -200,7 +214,9 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, tc *capture, va
 	if c.peek, err = request.Peek(body); err != nil {
 		return nil, badRequest(err)
 	}
-	tc.rec.RequestedModel, tc.rec.Stream = c.peek.Model, c.peek.Stream
+	// A model name too long to be one is refused below; its trace keeps
+	// the start of it (the whole body is in the trace, sealed).
+	tc.rec.RequestedModel, tc.rec.Stream = truncateUTF8(c.peek.Model, request.MaxModelBytes), c.peek.Stream
 	if err := validate(c.peek); err != nil {
 		return nil, badRequest(err)
 	}
@@ -220,8 +236,16 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, tc *capture, va
 		i := info.Info()
 		tc.rec.PluginName, tc.rec.PluginVersion = i.Name, i.Version
 	}
+	var edit request.Edit
 	if target.Model != c.peek.Model {
-		body = request.SetModel(body, c.peek, target.Model)
+		edit.Model = target.Model
+	}
+	// A stream asks the upstream for usage, whatever the client asked:
+	// the trace needs it (the relay drops the usage chunk for a client
+	// that did not ask for it).
+	edit.IncludeUsage = streams && c.peek.Stream
+	if body, err = request.Rewrite(body, c.peek, edit); err != nil {
+		return nil, badRequest(err)
 	}
 	c.req = &provider.Request{RequestID: RequestID(r.Context()), Model: target.Model, Body: body, Headers: upstreamHeaders(r)}
 	return c, nil
@@ -285,10 +309,11 @@ func failureError(c *call, f *provider.Failure) *apierror.Error {
 }
 
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, tc *capture) error {
-	c, err := s.prepare(w, r, tc, request.Peeked.ValidateChat)
+	c, err := s.prepare(w, r, tc, request.Peeked.ValidateChat, true)
 	if err != nil {
 		return err
 	}
+	fault.Point(r, "routed")
 	if c.peek.Stream {
 		return s.stream(w, r, c)
 	}
@@ -300,7 +325,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, tc *cap
 }
 
 func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, tc *capture) error {
-	c, err := s.prepare(w, r, tc, request.Peeked.ValidateEmbeddings)
+	c, err := s.prepare(w, r, tc, request.Peeked.ValidateEmbeddings, false)
 	if err != nil {
 		return err
 	}
@@ -365,13 +390,8 @@ func (s *Server) writeUnary(w http.ResponseWriter, r *http.Request, c *call, res
 // stream relays a streaming chat completion.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call) error {
 	rec := c.cap.rec
-	upstreamBody, err := request.ForceIncludeUsage(c.req.Body, c.peek)
-	if err != nil {
-		return badRequest(err)
-	}
-	c.req.Body = upstreamBody
 	out := relay.NewStream(w, c.peek.IncludeUsage, nil)
-	out.Tap = c.cap.tap
+	out.Tap = fault.Tap(r, "streaming", c.cap.tap)
 	out.HoldDone = s.o.HoldDone
 	end, err := c.provider.ChatCompletionsStream(r.Context(), c.req, out)
 	if end != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/loom-runtime/loom/core/apierror"
 	"github.com/loom-runtime/loom/core/auth"
+	"github.com/loom-runtime/loom/core/internal/fault"
 	"github.com/loom-runtime/loom/core/trace"
 	"github.com/loom-runtime/loom/sdk/sse"
 )
@@ -74,6 +75,8 @@ func (s *Server) traced(endpoint string, h tracedFunc) http.Handler {
 			ID: id.String(), TenantID: p.TenantID, RequestID: RequestID(r.Context()), Endpoint: endpoint,
 			Start: start, ConfigHash: s.o.ConfigHash,
 		}}
+		defer s.tracePanic(w, c)
+		fault.Point(r, "admitted")
 		err = h(w, r, c)
 		if c.submitted {
 			return
@@ -94,6 +97,31 @@ func (s *Server) traced(endpoint string, h tracedFunc) http.Handler {
 			c.release()
 		}
 	})
+}
+
+// tracePanic, deferred by traced, makes a handler that panics still yield
+// its one trace (internal_error) and give back the trace slot its request
+// was admitted with; without it a panicking request held its slot for
+// good, and enough of them refused every tenant. The panic goes on to the
+// recover middleware, which answers 500, or cuts the connection when the
+// answer had already started.
+func (s *Server) tracePanic(w http.ResponseWriter, c *capture) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if !c.submitted {
+		rec := c.rec
+		rec.Status, rec.HTTPStatus = trace.StatusInternalError, http.StatusInternalServerError
+		rec.Error = "Loom failed while serving this request (a panic, logged with its request id)"
+		if rw, ok := w.(*recorder); ok && rw.wroteHeader {
+			rec.HTTPStatus = rw.status // the answer had started; it is cut short
+		} else {
+			rec.Response = apierror.Internal(nil).Body()
+		}
+		s.commit(c, rec.HTTPStatus)
+	}
+	panic(v)
 }
 
 // traceError fills the capture from a failed request and returns what the client gets.

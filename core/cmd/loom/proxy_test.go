@@ -96,6 +96,11 @@ tenant "default" {
     model    = "*"
   }
   route {
+    match    = "rewrite/*"
+    provider = "openai"
+    model    = "*"
+  }
+  route {
     match    = "*"
     provider = "openai"
   }
@@ -121,6 +126,13 @@ func startProxy(t *testing.T, extraEnv ...string) *proxyEnv {
 // up is nil). A variable of extraEnv overrides the default's.
 func startProxyTo(t *testing.T, upstream string, extraEnv ...string) *proxyEnv {
 	t.Helper()
+	return startProxyOf(t, filepath.Join(testbin.Dir(t), "loom"), upstream, extraEnv...)
+}
+
+// startProxyOf is startProxyTo serving with the loom binary bin (e.g.
+// testbin.FaultLoom's); the CLI steps use the same binary.
+func startProxyOf(t *testing.T, bin, upstream string, extraEnv ...string) *proxyEnv {
+	t.Helper()
 	dir := t.TempDir()
 	closed := freeAddr(t) // nothing listens there
 	writeFile(t, filepath.Join(dir, "loom.hcl"), proxyConfig(filepath.Join(testbin.Dir(t), "plugins"), upstream, closed))
@@ -136,7 +148,9 @@ func startProxyTo(t *testing.T, upstream string, extraEnv ...string) *proxyEnv {
 	mustRun(t, dir, env, "tenant", "create", "narrow")
 	key := lastLine(mustRun(t, dir, env, "key", "create", "--tenant", "acme"))
 	narrow := lastLine(mustRun(t, dir, env, "key", "create", "--tenant", "narrow"))
-	gw := startServe(t, dir, env)
+	srv := testbin.ServeOf(t, bin, dir, env)
+	srv.WaitHealthy(t, 20*time.Second)
+	gw := &gateway{srv: srv, cmd: srv.Cmd, url: srv.URL, stdout: srv.Stdout, stderr: srv.Stderr}
 	return &proxyEnv{gw: gw, dir: dir, key: key, narrow: narrow, env: env}
 }
 

@@ -45,7 +45,13 @@ func FreeAddr(t testing.TB) string {
 // entry overrides an earlier one).
 func Command(t testing.TB, dir string, env []string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(Dir(t), "loom"), args...)
+	return CommandOf(t, filepath.Join(Dir(t), "loom"), dir, env, args...)
+}
+
+// CommandOf is Command running the loom binary bin (e.g. FaultLoom's).
+func CommandOf(t testing.TB, bin, dir string, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir,
 		"LOOM_PLUGINS_DIR=" + filepath.Join(Dir(t), "plugins")}, env...)
@@ -104,9 +110,15 @@ type Server struct {
 // for it to listen. When the test ends the server is killed if still running.
 func Serve(t testing.TB, dir string, env []string, args ...string) *Server {
 	t.Helper()
+	return ServeOf(t, filepath.Join(Dir(t), "loom"), dir, env, args...)
+}
+
+// ServeOf is Serve running the loom binary bin (e.g. FaultLoom's).
+func ServeOf(t testing.TB, bin, dir string, env []string, args ...string) *Server {
+	t.Helper()
 	addr := FreeAddr(t)
 	env = append(env[:len(env):len(env)], "LOOM_LISTEN="+addr)
-	cmd := Command(t, dir, env, append([]string{"serve"}, args...)...)
+	cmd := CommandOf(t, bin, dir, env, append([]string{"serve"}, args...)...)
 	s := &Server{Cmd: cmd, URL: "http://" + addr, Stdout: &LockedBuffer{}, Stderr: &LockedBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = s.Stdout, s.Stderr
 	if err := cmd.Start(); err != nil {

@@ -90,6 +90,30 @@ func Mock(t testing.TB) string {
 	return filepath.Join(mockDir, "loom-mock")
 }
 
+var (
+	faultOnce sync.Once
+	faultErr  error
+	faultOut  []byte
+)
+
+// FaultLoom builds core/cmd/loom with the loomfault tag (see
+// core/internal/fault: a request's X-Loom-Fault header makes the handler
+// panic at the point it names) next to Dir's binaries, once per test
+// process, and returns its path. Use it with ServeOf or CommandOf.
+func FaultLoom(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(Dir(t), "loom-fault")
+	faultOnce.Do(func() {
+		cmd := exec.Command("go", "build", "-tags", "loomfault", "-o", bin, ".")
+		cmd.Dir = filepath.Join(RepoRoot(t), "core", "cmd", "loom")
+		faultOut, faultErr = cmd.CombinedOutput()
+	})
+	if faultErr != nil {
+		t.Fatalf("testbin: build loom with the loomfault tag failed: %v\n%s", faultErr, faultOut)
+	}
+	return bin
+}
+
 // Cleanup removes the built binaries; call it from TestMain after m.Run.
 func Cleanup() {
 	for _, d := range []string{dir, mockDir} {

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loom-runtime/loom/core/internal/testbin"
+	"github.com/loom-runtime/loom/core/trace"
+)
+
+// TestStreamEditsCompose sends streams whose model the route rewrites and
+// whose stream_options Loom must turn on, in every position. Loom once
+// edited stream_options at offsets the model rewrite had moved: the first
+// body (any client may send it, on the default configuration's echo/*
+// route) got a 500 without a trace and kept its trace slot for good, and a
+// stream_options before the end of the body got a false 400.
+func TestStreamEditsCompose(t *testing.T) {
+	p := startProxy(t)
+	msgs := `"messages":[{"role":"user","content":"x"}]`
+	tests := []struct {
+		name, body string
+		upstream   map[string]any // the stream_options the upstream must see; nil: not checked (echo)
+	}{
+		{"the reported body", `{"model":"echo/echo-1",` + msgs + `,"stream":true,"stream_options":{"include_usage":false}}`, nil},
+		{"options first", `{"stream_options":{"include_usage":false},"model":"echo/echo-1",` + msgs + `,"stream":true}`, nil},
+		{"options before the messages", `{"model":"rewrite/gpt-ok","stream":true,"stream_options":{"include_usage":false,"x_custom":1},` + msgs + `}`,
+			map[string]any{"include_usage": true, "x_custom": 1.0}},
+		{"options null, escaped key", `{"mod\u0065l":"rewrite/gpt-ok","stream_options":null,"stream":true,` + msgs + `}`,
+			map[string]any{"include_usage": true}},
+		{"no options", `{"model":"rewrite/gpt-ok",` + msgs + `,"stream":true}`, map[string]any{"include_usage": true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := p.post(t, "/v1/chat/completions", p.key, tt.body)
+			if resp.StatusCode != 200 || !strings.HasSuffix(strings.TrimSpace(string(body)), "data: [DONE]") {
+				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
+			if strings.Contains(string(body), `"usage"`) {
+				t.Fatalf("the client did not ask for usage but got it: %s", body)
+			}
+			if tt.upstream == nil {
+				return
+			}
+			up, ok := p.up.Find(resp.Header.Get("X-Request-Id"))
+			if !ok {
+				t.Fatal("the request did not reach the upstream")
+			}
+			if up.Body["model"] != "gpt-ok" || !reflect.DeepEqual(up.Body["stream_options"], tt.upstream) {
+				t.Fatalf("upstream got model %v, stream_options %v; want gpt-ok, %v (body %s)", up.Body["model"], up.Body["stream_options"], tt.upstream, up.RawBody)
+			}
+		})
+	}
+	st := openStore(t, p)
+	waitTraces(t, st, "acme", int64(len(tests)))
+	for id, tr := range traces(t, st, "acme") {
+		if tr.Status != trace.StatusOK {
+			t.Errorf("trace %s: %s %d %s", id, tr.Status, tr.HTTPStatus, tr.ErrorMessage)
+		}
+	}
+}
+
+// TestHostileBodies: bodies that would route or price as one model and be
+// served as another, or that carry a model name made to blow up labels and
+// rows, are refused with a 400 in OpenAI's format, and traced.
+func TestHostileBodies(t *testing.T) {
+	p := startProxy(t)
+	huge := strings.Repeat("m", 4<<20)
+	tests := []struct{ name, body, param string }{
+		{"model in two cases", `{"model":"gpt-ok","MODEL":"o1","messages":[]}`, "model"},
+		{"model in other case only", `{"Model":"o1","messages":[]}`, "model"},
+		{"stream with a long s", `{"model":"gpt-ok","ſtream":true,"messages":[]}`, "stream"},
+		{"stream_options in capitals", `{"model":"gpt-ok","stream":true,"STREAM_OPTIONS":{"include_usage":true},"messages":[]}`, "stream_options"},
+		{"4 MB model name", `{"model":"` + huge + `","messages":[]}`, "model"},
+		{"NUL in the model name", `{"model":"gpt\u0000ok","messages":[]}`, "model"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := p.post(t, "/v1/chat/completions", p.key, tt.body)
+			var e struct {
+				Error struct{ Message, Type, Code, Param string }
+			}
+			if resp.StatusCode != 400 || json.Unmarshal(body, &e) != nil || e.Error.Type != "invalid_request_error" ||
+				e.Error.Code != "invalid_value" || e.Error.Param != tt.param || e.Error.Message == "" {
+				t.Fatalf("%d %.300s", resp.StatusCode, body)
+			}
+		})
+	}
+	if n := len(p.up.Requests()); n != 0 {
+		t.Fatalf("%d refused requests reached the upstream", n)
+	}
+	st := openStore(t, p)
+	waitTraces(t, st, "acme", int64(len(tests)))
+	for id, tr := range traces(t, st, "acme") {
+		if tr.Status != trace.StatusRejected || tr.HTTPStatus != 400 || len(tr.RequestedModel) > 256 {
+			t.Errorf("trace %s: %s %d, requested model of %d bytes", id, tr.Status, tr.HTTPStatus, len(tr.RequestedModel))
+		}
+	}
+}
+
+// TestPanicIsTracedAndReleasesItsSlot runs the loomfault build (a request's
+// X-Loom-Fault header makes the handler panic at the point it names) with
+// room for four traces in flight, and panics three times that many
+// requests at each point: before routing, after it, and in the middle of
+// a stream. Each must yield one internal_error trace and give its trace
+// slot back, so other requests are still served.
+func TestPanicIsTracedAndReleasesItsSlot(t *testing.T) {
+	const queue = 4
+	p := startProxyOf(t, testbin.FaultLoom(t), newMockUpstream(t).URL, fmt.Sprintf("LOOM_TRACE_QUEUE_SIZE=%d", queue))
+	stream := `{"model":"echo/echo-1","stream":true,"messages":[{"role":"user","content":"one two three"}]}`
+	points := []string{"admitted", "routed", "streaming"}
+	st := openStore(t, p)
+	var panicked int64
+	for _, point := range points {
+		// Rounds of as many requests at once as there are trace slots:
+		// a slot a panic kept would refuse the next round with a 503.
+		for range 3 {
+			var wg sync.WaitGroup
+			for range queue {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, body, err := p.send("/v1/chat/completions", p.key, stream, "X-Loom-Fault", point)
+					switch {
+					case point == "streaming":
+						// The answer had started: the connection is cut.
+						if err == nil && (resp.StatusCode != 200 || strings.Contains(string(body), "[DONE]")) {
+							t.Errorf("%s: %d %s", point, resp.StatusCode, body)
+						}
+					case err != nil:
+						t.Errorf("%s: %v", point, err)
+					case resp.StatusCode != 500 || !strings.Contains(string(body), `"code":"internal_error"`):
+						t.Errorf("%s: %d %s", point, resp.StatusCode, body)
+					}
+				}()
+			}
+			wg.Wait()
+			panicked += queue
+			waitTraces(t, st, "acme", panicked)
+		}
+	}
+	// Every slot comes back once its trace is written (the store shows
+	// the trace a moment before the writer gives the slot back).
+	for range 2 * queue {
+		waitQueueEmpty(t, p)
+		resp, body := p.post(t, "/v1/chat/completions", p.key, stream)
+		if resp.StatusCode != 200 {
+			t.Fatalf("after the panics: %d %s", resp.StatusCode, body)
+		}
+	}
+	waitTraces(t, st, "acme", panicked+2*queue)
+	byStatus := map[string]int{}
+	for _, tr := range traces(t, st, "acme") {
+		byStatus[fmt.Sprintf("%s %d", tr.Status, tr.HTTPStatus)]++
+	}
+	want := map[string]int{"internal_error 500": 2 * 3 * queue, "internal_error 200": 3 * queue, "ok 200": 2 * queue}
+	if !reflect.DeepEqual(byStatus, want) {
+		t.Fatalf("traces by status: %v, want %v", byStatus, want)
+	}
+	if !strings.Contains(p.gw.stderr.String(), "handler panicked") {
+		t.Fatal("the panics were not logged")
+	}
+}
+
+// waitQueueEmpty waits until loom_trace_queue_depth reads 0: no trace slot
+// is held.
+func waitQueueEmpty(t *testing.T, p *proxyEnv) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var depth float64
+	for time.Now().Before(deadline) {
+		code, body := get(t, p.gw.url+"/metrics", "Authorization", "Bearer admin-token-secret")
+		if code != http.StatusOK {
+			t.Fatalf("metrics: %d %s", code, body)
+		}
+		var ok bool
+		if depth, ok = metricValue(body, "loom_trace_queue_depth"); ok && depth == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("loom_trace_queue_depth is still %v: trace slots are held", depth)
+}
