@@ -48,6 +48,9 @@ var forwardedHeaders = []string{"OpenAI-Beta", "Idempotency-Key", "X-Stainless-R
 // readBody reads the request body once, within the size limit and
 // server.body_timeout.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *capture) ([]byte, error) {
+	// From here on the time is Loom's again, whether the read succeeded
+	// or not (see trace.Record.Overhead).
+	defer func() { c.rec.Received = time.Now() }()
 	limit := s.o.MaxBodyBytes
 	if limit <= 0 {
 		limit = 10 << 20
@@ -317,7 +320,9 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, tc *cap
 	if c.peek.Stream {
 		return s.stream(w, r, c)
 	}
+	tc.rec.Dispatched = time.Now()
 	resp, err := c.provider.ChatCompletions(r.Context(), c.req)
+	tc.rec.Returned = time.Now()
 	if err != nil {
 		return s.pluginError(r.Context(), c, err)
 	}
@@ -329,7 +334,9 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request, tc *capture)
 	if err != nil {
 		return err
 	}
+	tc.rec.Dispatched = time.Now()
 	resp, err := c.provider.Embeddings(r.Context(), c.req)
+	tc.rec.Returned = time.Now()
 	if err != nil {
 		return s.pluginError(r.Context(), c, err)
 	}
@@ -348,6 +355,21 @@ func recordUpstream(rec *trace.Record, t provider.Timings, usage *provider.Usage
 	}
 }
 
+// errorStatus names an error answer from the provider. A provider that
+// measured no upstream call answered by itself: a 5xx then means it cannot
+// serve (no credentials, say) and a 4xx that it refused the request, and
+// neither is an upstream error (nor billed as one).
+func errorStatus(c *call, status int, t provider.Timings) (traceStatus, message string) {
+	switch {
+	case t.Total > 0:
+		return trace.StatusUpstreamError, fmt.Sprintf("upstream answered %d", status)
+	case status >= 500:
+		return trace.StatusProviderUnavailable, fmt.Sprintf("provider %q answered %d without calling its upstream", c.target.Provider, status)
+	default:
+		return trace.StatusRejected, fmt.Sprintf("provider %q refused the request (%d) without calling its upstream", c.target.Provider, status)
+	}
+}
+
 // writeUnary relays a non-stream answer as returned, with the time Loom
 // itself spent in x-loom-overhead-ms.
 func (s *Server) writeUnary(w http.ResponseWriter, r *http.Request, c *call, resp *provider.Response) error {
@@ -360,18 +382,14 @@ func (s *Server) writeUnary(w http.ResponseWriter, r *http.Request, c *call, res
 	rec.HTTPStatus = resp.Status
 	rec.Status = trace.StatusOK
 	if resp.Status >= 400 {
-		rec.Status = trace.StatusUpstreamError
-		rec.Error = fmt.Sprintf("upstream answered %d", resp.Status)
+		rec.Status, rec.Error = errorStatus(c, resp.Status, resp.Timings)
 	}
 	h := w.Header()
 	relay.CopyHeaders(h, resp.Headers)
 	if h.Get("Content-Type") == "" {
 		h.Set("Content-Type", "application/json")
 	}
-	overhead := time.Since(rec.Start) - resp.Timings.Total
-	if overhead < 0 {
-		overhead = 0
-	}
+	overhead := rec.Overhead(time.Now())
 	h.Set("X-Loom-Overhead-Ms", strconv.FormatFloat(float64(overhead.Microseconds())/1000, 'f', 3, 64))
 	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	rec.TTFB = time.Since(rec.Start)
@@ -393,7 +411,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call) error {
 	out := relay.NewStream(w, c.peek.IncludeUsage, nil)
 	out.Tap = fault.Tap(r, "streaming", c.cap.tap)
 	out.HoldDone = s.o.HoldDone
+	rec.Dispatched = time.Now()
 	end, err := c.provider.ChatCompletionsStream(r.Context(), c.req, out)
+	rec.Returned = time.Now()
 	if end != nil {
 		recordUpstream(rec, end.Timings, end.Usage, end.Model)
 	}
@@ -433,8 +453,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call) error {
 		if status == 0 {
 			status = http.StatusBadGateway
 		}
-		rec.Status, rec.HTTPStatus, rec.Response = trace.StatusUpstreamError, status, end.Body
-		rec.Error = fmt.Sprintf("upstream answered %d", status)
+		rec.HTTPStatus, rec.Response = status, end.Body
+		rec.Status, rec.Error = errorStatus(c, status, end.Timings)
 		h := w.Header()
 		relay.CopyHeaders(h, out.Headers())
 		if h.Get("Content-Type") == "" {

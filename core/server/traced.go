@@ -178,8 +178,8 @@ func (s *Server) commit(c *capture, status int) {
 	rec.End = time.Now()
 	if s.o.Metrics != nil {
 		total, overhead := rec.End.Sub(rec.Start), time.Duration(-1)
-		if rec.Upstream > 0 {
-			overhead = max(0, total-rec.Upstream)
+		if !rec.Dispatched.IsZero() {
+			overhead = rec.Overhead(rec.End)
 		}
 		s.o.Metrics.ObserveRequest(c.tenant, rec.RequestedModel, rec.Status, total, overhead)
 	}

@@ -22,6 +22,9 @@ const (
 	StatusRejected            = "rejected"             // Loom refused the request (400/404/405/413)
 	StatusShutdown            = "shutdown"             // cut off by Loom shutting down
 	StatusInternalError       = "internal_error"       // Loom itself failed (a bug: see its log)
+	// StatusProviderUnavailable: the provider answered 5xx without calling
+	// its upstream (for instance it has no credentials).
+	StatusProviderUnavailable = "provider_unavailable"
 )
 
 // Usage sources.
@@ -63,12 +66,18 @@ type Record struct {
 	// Usage as reported by the provider; nil when it reported none.
 	Usage *provider.Usage
 
-	Start        time.Time
-	End          time.Time
-	TTFB         time.Duration // to the client's first byte; 0 when none was sent
-	Upstream     time.Duration // upstream total; 0 when no upstream call happened
-	UpstreamTTFB time.Duration
-	ConfigHash   string
+	Start time.Time
+	// Received is when Loom had read the request body, or stopped reading
+	// it (zero: no body was read; Start stands for it).
+	Received time.Time
+	// Dispatched and Returned bracket the call to the provider; both are
+	// zero when no provider was called.
+	Dispatched, Returned time.Time
+	End                  time.Time
+	TTFB                 time.Duration // to the client's first byte; 0 when none was sent
+	Upstream             time.Duration // upstream total as the provider measured it; 0 when unknown or no upstream call happened
+	UpstreamTTFB         time.Duration
+	ConfigHash           string
 
 	// done, when set, is closed (after err is set) once the trace is durable
 	// (sync durability).
@@ -84,4 +93,30 @@ func (r *Record) Durable() error {
 	}
 	<-r.done
 	return r.err
+}
+
+// Overhead is the time Loom itself spent on the request, up to end: from
+// the end of the body read to the provider call, from the provider's
+// return on, and the hop to the provider process (the call's time beyond
+// the upstream's own, when the provider measured it). The client's upload
+// and the upstream's answer are not Loom's time: a slow upload refused
+// with 413, or a stream the client left (whose upstream time is unknown),
+// shows only what Loom did.
+func (r *Record) Overhead(end time.Time) time.Duration {
+	from := r.Received
+	if from.IsZero() {
+		from = r.Start
+	}
+	if r.Dispatched.IsZero() {
+		return max(0, end.Sub(from))
+	}
+	returned := r.Returned
+	if returned.IsZero() { // still in the provider call (a panic, say)
+		returned = end
+	}
+	d := r.Dispatched.Sub(from) + end.Sub(returned)
+	if r.Upstream > 0 {
+		d += max(0, returned.Sub(r.Dispatched)-r.Upstream)
+	}
+	return max(0, d)
 }

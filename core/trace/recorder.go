@@ -431,7 +431,7 @@ func (r *Recorder) finalize(rec *Record) (store.Trace, error) {
 		t.UsageSource = UsageProvider
 		t.PromptTokens, t.CompletionTokens, t.TotalTokens = ptr(u.PromptTokens), ptr(u.CompletionTokens), ptr(u.TotalTokens)
 		t.CachedPromptTokens, t.ReasoningTokens = ptr(u.CachedPromptTokens), ptr(u.ReasoningTokens)
-	case rec.Endpoint == "chat.completions" && (rec.Upstream > 0 || len(rec.Response) > 0) && rec.Status != StatusRejected:
+	case rec.Endpoint == "chat.completions" && (rec.Upstream > 0 || len(rec.Response) > 0) && rec.Status != StatusRejected && rec.Status != StatusProviderUnavailable:
 		if !rec.Stream && completion == "" {
 			completion = completionText(rec.Response)
 		}
@@ -456,10 +456,9 @@ func (r *Recorder) finalize(rec *Record) (store.Trace, error) {
 	if rec.TTFB > 0 {
 		t.TTFBUS = ptr(rec.TTFB.Microseconds())
 	}
-	t.OverheadUS = t.LatencyUS
+	t.OverheadUS = rec.Overhead(rec.End).Microseconds()
 	if rec.Upstream > 0 {
 		t.UpstreamUS = ptr(rec.Upstream.Microseconds())
-		t.OverheadUS = max(0, t.LatencyUS-*t.UpstreamUS)
 	}
 	if rec.UpstreamTTFB > 0 {
 		t.UpstreamTTFBUS = ptr(rec.UpstreamTTFB.Microseconds())

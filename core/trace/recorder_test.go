@@ -91,7 +91,10 @@ func (e *env) record(i int) *trace.Record {
 		Request:  []byte(fmt.Sprintf(`{"model":"gpt-4o","messages":[{"role":"user","content":"secret prompt %d"}]}`, i)),
 		Response: []byte(`{"choices":[{"message":{"content":"hi"}}]}`),
 		Usage:    &provider.Usage{PromptTokens: 1000, CompletionTokens: 500, TotalTokens: 1500, CachedPromptTokens: 200},
-		Start:    start, End: start.Add(30 * time.Millisecond), Upstream: 25 * time.Millisecond, UpstreamTTFB: 10 * time.Millisecond,
+		// Loom's own time: 1 ms to the provider call, a 1 ms plugin hop
+		// (26 ms call, 25 ms upstream), 2 ms after it: 4 ms.
+		Start: start, Received: start.Add(time.Millisecond), Dispatched: start.Add(2 * time.Millisecond), Returned: start.Add(28 * time.Millisecond),
+		End: start.Add(30 * time.Millisecond), Upstream: 25 * time.Millisecond, UpstreamTTFB: 10 * time.Millisecond,
 		TTFB: 29 * time.Millisecond,
 	}
 }
@@ -168,7 +171,7 @@ func TestRecorderWritesSealedPricedChainedTraces(t *testing.T) {
 	if got.UsageSource != trace.UsageProvider || *got.CachedPromptTokens != 200 {
 		t.Fatalf("usage %s %v", got.UsageSource, got.CachedPromptTokens)
 	}
-	if got.LatencyUS != 30000 || *got.UpstreamUS != 25000 || got.OverheadUS != 5000 || *got.TTFBUS != 29000 {
+	if got.LatencyUS != 30000 || *got.UpstreamUS != 25000 || got.OverheadUS != 4000 || *got.TTFBUS != 29000 {
 		t.Fatalf("latencies total %d upstream %v overhead %d ttfb %v", got.LatencyUS, *got.UpstreamUS, got.OverheadUS, *got.TTFBUS)
 	}
 	reports, err := trace.Verify(ctx, e.st, "")

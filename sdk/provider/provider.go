@@ -76,7 +76,10 @@ type Usage struct {
 	ReasoningTokens    int64 // included in CompletionTokens
 }
 
-// Timings are measured by the provider around the upstream call.
+// Timings are measured by the provider around the upstream call. A
+// provider that answers without calling its upstream (it has no
+// credentials, say) leaves them zero: Loom then traces an error answer as
+// the provider's own refusal, not as an upstream error, and charges nothing.
 type Timings struct {
 	// FirstByte is the time from sending the request to the first byte of
 	// the response body (for streams: the first event).

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -185,4 +189,130 @@ func waitQueueEmpty(t *testing.T, p *proxyEnv) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("loom_trace_queue_depth is still %v: trace slots are held", depth)
+}
+
+// TestOverheadIsLoomsOwnTime: the gateway overhead a trace shows is the
+// time Loom itself spent, never "total minus an upstream time" that a
+// stream the client left, or a request refused before any upstream call,
+// does not have. Once the whole wait for the client or the upstream
+// counted as overhead, and a dashboard's p95 overhead read 166 ms where
+// Loom's own time was 2 ms. And a provider that answers by itself (it has
+// no credentials) is neither an upstream error nor charged.
+func TestOverheadIsLoomsOwnTime(t *testing.T) {
+	up := newMockUpstream(t)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "loom.hcl"), fmt.Sprintf(`
+plugins_dir = %q
+store {
+  driver = "sqlite"
+  dsn    = "loom.db"
+}
+provider "openai" {
+  settings { base_url = "%s/v1" }
+  env { api_key = "OPENAI_API_KEY" }
+}
+provider "keyless" {
+  plugin = "openai"
+  settings { base_url = "%s/v1" }
+  env { api_key = "KEYLESS_API_KEY" }
+}
+tenant "default" {
+  route {
+    match    = "keyless/*"
+    provider = "keyless"
+    model    = "*"
+  }
+  route {
+    match    = "*"
+    provider = "openai"
+  }
+}
+`, filepath.Join(testbin.Dir(t), "plugins"), up.URL, up.URL))
+	env := []string{"LOOM_MASTER_KEY=" + testMasterKey, "OPENAI_API_KEY=" + upstreamKey, "LOOM_SERVER_MAX_BODY_BYTES=1048576"}
+	mustRun(t, dir, env, "tenant", "create", "acme")
+	key := lastLine(mustRun(t, dir, env, "key", "create", "--tenant", "acme"))
+	gw := startServe(t, dir, env)
+	const pause = time.Second
+
+	// A stream the client reads a little of, then leaves while the
+	// upstream still streams.
+	func() {
+		req, _ := http.NewRequest("POST", gw.url+"/v1/chat/completions", strings.NewReader(chatBody("slowstream", true)))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(pause)
+		resp.Body.Close()
+	}()
+	// A chunked upload that pauses, then passes server.max_body_bytes: 413.
+	func() {
+		pr, pw := io.Pipe()
+		go func() {
+			chunk := bytes.Repeat([]byte("x"), 256<<10)
+			pw.Write([]byte(`{"model":"gpt-ok","messages":[{"role":"user","content":"`))
+			pw.Write(chunk)
+			time.Sleep(pause)
+			for range 8 {
+				if _, err := pw.Write(chunk); err != nil {
+					return
+				}
+			}
+			pw.Close()
+		}()
+		req, _ := http.NewRequest("POST", gw.url+"/v1/chat/completions", pr)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		pr.CloseWithError(io.EOF)
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("the oversized upload got %d", resp.StatusCode)
+		}
+	}()
+	// A provider without credentials, unary and streamed.
+	for _, stream := range []bool{false, true} {
+		req, _ := http.NewRequest("POST", gw.url+"/v1/chat/completions", strings.NewReader(chatBody("keyless/gpt-ok", stream)))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "provider_not_configured") {
+			t.Fatalf("keyless provider: %d %s", resp.StatusCode, b)
+		}
+	}
+
+	st := openStoreAt(t, dir, env)
+	waitTraces(t, st, "acme", 4)
+	seen := map[string]int{}
+	for id, tr := range traces(t, st, "acme") {
+		seen[tr.Status]++
+		switch tr.Status {
+		case trace.StatusClientDisconnect, trace.StatusRejected:
+			// The client's pause is in the latency, not in the overhead.
+			if tr.LatencyUS < pause.Microseconds() || tr.OverheadUS > tr.LatencyUS-pause.Microseconds() {
+				t.Errorf("trace %s (%s): latency %d µs, overhead %d µs: the client's %v pause counted as overhead", id, tr.Status, tr.LatencyUS, tr.OverheadUS, pause)
+			}
+		case trace.StatusProviderUnavailable:
+			if tr.HTTPStatus != 503 || tr.UsageSource != trace.UsageNone || tr.CostMicros != nil || tr.PromptTokens != nil {
+				t.Errorf("trace %s: %d, usage %s, cost %v: charged although nothing went upstream", id, tr.HTTPStatus, tr.UsageSource, tr.CostMicros)
+			}
+		}
+	}
+	want := map[string]int{trace.StatusClientDisconnect: 1, trace.StatusRejected: 1, trace.StatusProviderUnavailable: 2}
+	if !reflect.DeepEqual(seen, want) {
+		t.Fatalf("trace statuses %v, want %v", seen, want)
+	}
+	if n := len(up.Requests()); n != 1 {
+		t.Fatalf("the upstream saw %d requests, want 1 (the stream)", n)
+	}
 }
