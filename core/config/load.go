@@ -35,6 +35,7 @@ const (
 	defaultSpoolDir          = ".loom/spool"
 	defaultSpoolMaxBytes     = 1 << 30
 	defaultQueueSize         = 10000
+	defaultTenantShare       = 25
 	defaultBatchSize         = 500
 	defaultBatchInterval     = 5 * time.Millisecond
 	defaultTraceBodyBytes    = 8 << 20
@@ -153,14 +154,15 @@ func defaults() *Config {
 		Auth: Auth{CacheTTL: defaultCacheTTL, CacheSize: defaultCacheSize},
 		Log:  Log{Level: defaultLogLevel, Format: defaultLogFormat},
 		Trace: Trace{
-			Durability:      defaultDurability,
-			SpoolDir:        defaultSpoolDir,
-			SpoolMaxBytes:   defaultSpoolMaxBytes,
-			QueueSize:       defaultQueueSize,
-			BatchSize:       defaultBatchSize,
-			BatchInterval:   defaultBatchInterval,
-			MaxBodyBytes:    defaultTraceBodyBytes,
-			ShutdownTimeout: defaultTraceShutdown,
+			Durability:         defaultDurability,
+			SpoolDir:           defaultSpoolDir,
+			SpoolMaxBytes:      defaultSpoolMaxBytes,
+			QueueSize:          defaultQueueSize,
+			TenantSharePercent: defaultTenantShare,
+			BatchSize:          defaultBatchSize,
+			BatchInterval:      defaultBatchInterval,
+			MaxBodyBytes:       defaultTraceBodyBytes,
+			ShutdownTimeout:    defaultTraceShutdown,
 		},
 		Providers: []Provider{},
 		Tenants:   []TenantRoutes{},

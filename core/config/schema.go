@@ -50,6 +50,7 @@ func schema() []setting {
 		{path: "trace.spool_dir", field: func(c *Config) any { return &c.Trace.SpoolDir }},
 		{path: "trace.spool_max_bytes", field: func(c *Config) any { return &c.Trace.SpoolMaxBytes }},
 		{path: "trace.queue_size", field: func(c *Config) any { return &c.Trace.QueueSize }},
+		{path: "trace.tenant_share_percent", field: func(c *Config) any { return &c.Trace.TenantSharePercent }},
 		{path: "trace.batch_size", field: func(c *Config) any { return &c.Trace.BatchSize }},
 		{path: "trace.batch_interval", field: func(c *Config) any { return &c.Trace.BatchInterval }},
 		{path: "trace.max_body_bytes", field: func(c *Config) any { return &c.Trace.MaxBodyBytes }},

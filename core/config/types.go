@@ -169,6 +169,9 @@ type Trace struct {
 	SpoolMaxBytes int64 `json:"spool_max_bytes"`
 	// QueueSize is how many traces may wait for the writer.
 	QueueSize int `json:"queue_size"`
+	// TenantSharePercent is the part of QueueSize one tenant may hold:
+	// its requests in flight plus its traces not yet written.
+	TenantSharePercent int `json:"tenant_share_percent"`
 	// BatchSize is the most traces written in one store transaction.
 	BatchSize int `json:"batch_size"`
 	// BatchInterval is the longest a trace waits for its batch to fill.
@@ -193,11 +196,12 @@ func (t Trace) MarshalJSON() ([]byte, error) {
 		SpoolDir        string `json:"spool_dir"`
 		SpoolMaxBytes   int64  `json:"spool_max_bytes"`
 		QueueSize       int    `json:"queue_size"`
+		TenantShare     int    `json:"tenant_share_percent"`
 		BatchSize       int    `json:"batch_size"`
 		BatchInterval   string `json:"batch_interval"`
 		MaxBodyBytes    int64  `json:"max_body_bytes"`
 		ShutdownTimeout string `json:"shutdown_timeout"`
-	}{t.Durability, t.SpoolDir, t.SpoolMaxBytes, t.QueueSize, t.BatchSize,
+	}{t.Durability, t.SpoolDir, t.SpoolMaxBytes, t.QueueSize, t.TenantSharePercent, t.BatchSize,
 		t.BatchInterval.String(), t.MaxBodyBytes, t.ShutdownTimeout.String()})
 }
 

@@ -68,6 +68,9 @@ func validate(c *Config, col *collector, explicit map[string]bool) {
 	}
 	positive(col, "trace.spool_max_bytes", c.Trace.SpoolMaxBytes)
 	positive(col, "trace.queue_size", int64(c.Trace.QueueSize))
+	if p := c.Trace.TenantSharePercent; p < 1 || p > 100 {
+		col.check("trace.tenant_share_percent", fmt.Sprintf("must be a percentage from 1 to 100, got %d", p))
+	}
 	positive(col, "trace.batch_size", int64(c.Trace.BatchSize))
 	positiveDuration(col, "trace.batch_interval", c.Trace.BatchInterval)
 	positive(col, "trace.max_body_bytes", c.Trace.MaxBodyBytes)

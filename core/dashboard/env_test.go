@@ -98,7 +98,7 @@ func newEnv(t *testing.T, st store.Store, cfgs ...func(*envConfig)) *env {
 	if e.cat, err = pricing.Default(); err != nil {
 		t.Fatal(err)
 	}
-	e.rec, err = trace.Start(ctx, trace.Options{Store: st, Keyring: e.kr, Pricing: e.cat, SpoolDir: t.TempDir(),
+	e.rec, err = trace.Start(ctx, trace.Options{Store: st, Keyring: e.kr, Pricing: e.cat, SpoolDir: t.TempDir(), TenantShare: 100,
 		Durability: trace.Sync, BatchInterval: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +198,7 @@ func (e *env) submit(t *testing.T, seeds ...*seed) {
 		if s.endpoint == "" {
 			s.endpoint = "chat.completions"
 		}
-		if !e.rec.Admit() {
+		if _, err := e.rec.Admit(s.tenant.id); err != nil {
 			t.Fatal("recorder refused a trace")
 		}
 		r := &trace.Record{

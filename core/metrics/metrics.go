@@ -110,7 +110,7 @@ func (m *Metrics) ObserveRequest(tenant, model, status string, total, overhead t
 
 // RecorderStats is what the trace recorder reports.
 type RecorderStats struct {
-	QueueDepth, SpoolBytes, Written, Spooled, Failed int64
+	QueueDepth, SpoolBytes, Written, Spooled, Failed, Untraced int64
 }
 
 // WatchRecorder exports the recorder's state, read at scrape time.
@@ -127,6 +127,7 @@ func (m *Metrics) WatchRecorder(stats func() RecorderStats) {
 		counter("loom_traces_written_total", "Traces written to the store.", func(s RecorderStats) int64 { return s.Written }),
 		counter("loom_traces_spooled_total", "Traces written to the spool.", func(s RecorderStats) int64 { return s.Spooled }),
 		counter("loom_trace_write_failures_total", "Batches that could be written neither to the store nor to the spool.", func(s RecorderStats) int64 { return s.Failed }),
+		counter("loom_trace_untraced_refusals_total", "Requests refused past their tenant's share of trace capacity while the refusal pool was full, so without a trace.", func(s RecorderStats) int64 { return s.Untraced }),
 	)
 }
 

@@ -295,5 +295,5 @@ func (upstreamProvider) ListModels(context.Context) ([]provider.Model, error) { 
 // recordSink keeps the traces submitted to it.
 type recordSink struct{ recs []*trace.Record }
 
-func (s *recordSink) Admit() bool              { return true }
-func (s *recordSink) Submit(rec *trace.Record) { s.recs = append(s.recs, rec) }
+func (s *recordSink) Admit(string) (trace.Admission, error) { return trace.Admission{}, nil }
+func (s *recordSink) Submit(rec *trace.Record)              { s.recs = append(s.recs, rec) }

@@ -17,9 +17,10 @@ import (
 
 // Recorder takes the traces of served requests (trace.Recorder).
 type Recorder interface {
-	// Admit reserves room for a trace; false means Loom cannot trace more
-	// right now and must refuse the request.
-	Admit() bool
+	// Admit reserves room for a trace of the tenant's request (see
+	// trace.Recorder.Admit): trace.ErrTenantShare still reserves it, for
+	// the trace of the refusal; any other error reserves nothing.
+	Admit(tenantID string) (trace.Admission, error)
 	// Submit hands a finished record over without blocking.
 	Submit(rec *trace.Record)
 }
@@ -58,26 +59,31 @@ type tracedFunc func(w http.ResponseWriter, r *http.Request, c *capture) error
 func (s *Server) traced(endpoint string, h tracedFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		if !s.o.Recorder.Admit() {
-			err := &apierror.Error{Status: http.StatusServiceUnavailable, Type: apierror.TypeServer, Code: "trace_capacity_exhausted",
-				Message: "Loom cannot record more traces right now (its store is unreachable and its spool is full), so it is not serving requests; retry shortly."}
-			writeError(w, err)
+		p, _ := auth.FromContext(r.Context())
+		admission, admitted := s.o.Recorder.Admit(p.TenantID)
+		if admitted != nil && !errors.Is(admitted, trace.ErrTenantShare) {
+			refuseUnread(w, r)
+			writeError(w, capacityError(admitted))
 			return
 		}
 		s.inflight.Add(1)
 		defer s.inflight.Done()
-		p, _ := auth.FromContext(r.Context())
 		id, err := uuid.NewV7()
 		if err != nil {
 			id = uuid.New()
 		}
 		c := &capture{maxBody: s.o.MaxTraceBodyBytes, tenant: p.TenantName, rec: &trace.Record{
 			ID: id.String(), TenantID: p.TenantID, RequestID: RequestID(r.Context()), Endpoint: endpoint,
-			Start: start, ConfigHash: s.o.ConfigHash,
+			Start: start, ConfigHash: s.o.ConfigHash, Admission: admission,
 		}}
 		defer s.tracePanic(w, c)
 		fault.Point(r, "admitted")
-		err = h(w, r, c)
+		if admitted != nil {
+			refuseUnread(w, r)
+			err = tenantShareError()
+		} else {
+			err = h(w, r, c)
+		}
 		if c.submitted {
 			return
 		}
@@ -97,6 +103,37 @@ func (s *Server) traced(endpoint string, h tracedFunc) http.Handler {
 			c.release()
 		}
 	})
+}
+
+// refuseUnread prepares the answer to a request refused before its body
+// was read: retry in a second, on another connection. Without closing it,
+// net/http would first read the rest of the body, for as long as a client
+// trickling it pleases, before sending the refusal.
+func refuseUnread(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Retry-After", "1")
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
+}
+
+// tenantShareError is the 429 for a request past its tenant's share of
+// the trace capacity.
+func tenantShareError() *apierror.Error {
+	return &apierror.Error{Status: http.StatusTooManyRequests, Type: apierror.TypeRateLimit, Code: "tenant_capacity_exhausted",
+		Message: "This tenant has as many requests in flight as its share of Loom's capacity allows (trace.tenant_share_percent of trace.queue_size); retry when some have finished."}
+}
+
+// capacityError is the answer to a request Loom cannot trace, naming the
+// cause: a tenant past its share (429), or Loom as a whole (503).
+func capacityError(err error) *apierror.Error {
+	if errors.Is(err, trace.ErrRefusalsFull) {
+		return tenantShareError()
+	}
+	msg := "Loom has as many requests in flight as it can trace (trace.queue_size), so it is not taking more; retry shortly."
+	if errors.Is(err, trace.ErrSpoolFull) {
+		msg = "Loom cannot record more traces right now (its store is unreachable and its spool is full), so it is not serving requests; retry shortly."
+	}
+	return &apierror.Error{Status: http.StatusServiceUnavailable, Type: apierror.TypeServer, Code: "trace_capacity_exhausted", Message: msg}
 }
 
 // tracePanic, deferred by traced, makes a handler that panics still yield

@@ -78,6 +78,8 @@ type Record struct {
 	Upstream             time.Duration // upstream total as the provider measured it; 0 when unknown or no upstream call happened
 	UpstreamTTFB         time.Duration
 	ConfigHash           string
+	// Admission is what Recorder.Admit reserved for this record.
+	Admission Admission
 
 	// done, when set, is closed (after err is set) once the trace is durable
 	// (sync durability).

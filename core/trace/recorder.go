@@ -39,6 +39,10 @@ type Options struct {
 	SpoolMaxBytes int64
 	// QueueSize bounds the traces admitted but not yet durable.
 	QueueSize int
+	// TenantShare is the percentage of QueueSize one tenant may hold
+	// (default 25): no tenant can take every slot, with slow uploads or a
+	// flood, and refuse the others.
+	TenantShare int
 	BatchSize int
 	// BatchInterval is the longest a trace waits for its batch to fill.
 	// Default 5ms.
@@ -57,6 +61,7 @@ type Stats struct {
 	Spooled    int64 // traces written to the spool
 	Failed     int64 // batch writes that failed (store and spool)
 	QueueDepth int64 // traces admitted and not yet durable
+	Untraced   int64 // requests refused past their tenant's share without a trace (the refusal pool was full)
 	SpoolBytes int64
 }
 
@@ -70,6 +75,15 @@ type Recorder struct {
 	spool *spool
 	queue chan *Record
 	slots atomic.Int64
+	// held counts each tenant's slots; perTenant bounds it.
+	heldMu    sync.Mutex
+	held      map[string]int
+	perTenant int
+	// refusals counts the slots of refusal traces, a pool of their own
+	// (refusalSlots) beside QueueSize: a flood of refused requests cannot
+	// take the slots other tenants' requests need.
+	refusals     atomic.Int64
+	refusalSlots int64
 
 	chainID string
 	seq     int64
@@ -80,6 +94,7 @@ type Recorder struct {
 	wg       sync.WaitGroup
 
 	written, spooled, failed atomic.Int64
+	untraced                 atomic.Int64 // refusals not traced (ErrRefusalsFull)
 	refused                  map[string]int // replay attempts a spool file failed while the store was up
 }
 
@@ -94,6 +109,9 @@ func Start(ctx context.Context, o Options) (*Recorder, error) {
 	}
 	if o.QueueSize <= 0 {
 		o.QueueSize = 10000
+	}
+	if o.TenantShare <= 0 || o.TenantShare > 100 {
+		o.TenantShare = 25
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 500
@@ -124,8 +142,9 @@ func Start(ctx context.Context, o Options) (*Recorder, error) {
 	}
 	r := &Recorder{
 		o: o, log: o.Logger, spool: sp,
-		queue:   make(chan *Record, o.QueueSize),
+		queue:   make(chan *Record, o.QueueSize+refusalSlots(o.QueueSize)),
 		chainID: id.String(), prev: ZeroHash,
+		held: map[string]int{}, perTenant: max(1, o.QueueSize*o.TenantShare/100), refusalSlots: int64(refusalSlots(o.QueueSize)),
 		stop: make(chan struct{}), refused: map[string]int{},
 	}
 	r.wg.Add(2)
@@ -138,18 +157,94 @@ func Start(ctx context.Context, o Options) (*Recorder, error) {
 // ChainID identifies this recorder's hash chain.
 func (r *Recorder) ChainID() string { return r.chainID }
 
-// Admit reserves room for one trace. It fails when the queue is full or the
-// spool has reached its limit: the caller must then refuse the request
-// (503) rather than serve traffic it cannot trace.
-func (r *Recorder) Admit() bool {
+// Why Admit refuses a request.
+var (
+	// ErrSpoolFull: the store is unreachable and the spool is full.
+	ErrSpoolFull = errors.New("the store is unreachable and the trace spool is full")
+	// ErrQueueFull: trace.queue_size requests are in flight or waiting
+	// for the writer.
+	ErrQueueFull = errors.New("as many requests in flight as Loom can trace")
+	// ErrTenantShare: the tenant holds its share of the queue. A slot of
+	// the refusal pool is reserved, for the trace of the refusal.
+	ErrTenantShare = errors.New("the tenant holds its share of Loom's trace capacity")
+	// ErrRefusalsFull: ErrTenantShare, when even the refusal pool is full;
+	// nothing is reserved, and the refusal goes untraced (counted in
+	// Stats.Untraced).
+	ErrRefusalsFull = errors.New("the tenant holds its share of Loom's trace capacity, and refusals are not traced right now")
+)
+
+// refusalSlots is the size of the refusal pool for a queue of size n.
+func refusalSlots(n int) int { return max(64, n/4) }
+
+// Admission is what Admit reserved; the record of the request carries it
+// back (Record.Admission), so the slot returns to the pool it came from.
+type Admission struct{ refusal bool }
+
+// Admit reserves room for one trace of tenantID; the request's record
+// carries the Admission back. On ErrSpoolFull, ErrQueueFull or
+// ErrRefusalsFull nothing is reserved: the caller refuses the request
+// rather than serve traffic it cannot trace. On ErrTenantShare a slot of
+// the refusal pool is reserved, so the caller traces its refusal (429).
+// A tenant's slots come back as its traces are written.
+func (r *Recorder) Admit(tenantID string) (Admission, error) {
 	if r.spool.full() {
-		return false
+		return Admission{}, ErrSpoolFull
+	}
+	r.heldMu.Lock()
+	n := r.held[tenantID]
+	ok := n < r.perTenant
+	if ok {
+		r.held[tenantID] = n + 1
+	}
+	r.heldMu.Unlock()
+	if !ok {
+		if r.refusals.Add(1) > r.refusalSlots {
+			r.refusals.Add(-1)
+			r.untraced.Add(1)
+			return Admission{}, ErrRefusalsFull
+		}
+		return Admission{refusal: true}, ErrTenantShare
 	}
 	if r.slots.Add(1) > int64(r.o.QueueSize) {
 		r.slots.Add(-1)
-		return false
+		r.unhold(tenantID)
+		return Admission{}, ErrQueueFull
 	}
-	return true
+	return Admission{}, nil
+}
+
+// unhold gives back one of the tenant's slots.
+func (r *Recorder) unhold(tenantID string) {
+	r.heldMu.Lock()
+	if n := r.held[tenantID] - 1; n > 0 {
+		r.held[tenantID] = n
+	} else {
+		delete(r.held, tenantID)
+	}
+	r.heldMu.Unlock()
+}
+
+// TenantSlots is the most slots one tenant may hold.
+func (r *Recorder) TenantSlots() int { return r.perTenant }
+
+// release gives back the slots of written traces.
+func (r *Recorder) release(batch []item) {
+	var refusals int64
+	r.heldMu.Lock()
+	for _, it := range batch {
+		if it.refusal {
+			refusals++
+			continue
+		}
+		if n := r.held[it.row.TenantID] - 1; n > 0 {
+			r.held[it.row.TenantID] = n
+		} else {
+			delete(r.held, it.row.TenantID)
+		}
+	}
+	r.heldMu.Unlock()
+	r.refusals.Add(-refusals)
+	r.slots.Add(-int64(len(batch)) + refusals)
 }
 
 // Submit hands over the finished record of an admitted request. It never
@@ -164,7 +259,7 @@ func (r *Recorder) Submit(rec *Record) {
 // Stats returns the counters.
 func (r *Recorder) Stats() Stats {
 	return Stats{Written: r.written.Load(), Spooled: r.spooled.Load(), Failed: r.failed.Load(),
-		QueueDepth: r.slots.Load(), SpoolBytes: r.spool.bytes.Load()}
+		QueueDepth: r.slots.Load() + r.refusals.Load(), SpoolBytes: r.spool.bytes.Load(), Untraced: r.untraced.Load()}
 }
 
 // Close stops taking traces, writes every queued one to the store or the
@@ -176,9 +271,9 @@ func (r *Recorder) Close(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return fmt.Errorf("trace recorder: flush did not finish: %d traces not durable", r.slots.Load())
+		return fmt.Errorf("trace recorder: flush did not finish: %d traces not durable", r.slots.Load()+r.refusals.Load())
 	}
-	if n := r.slots.Load(); n > 0 {
+	if n := r.slots.Load() + r.refusals.Load(); n > 0 {
 		return fmt.Errorf("trace recorder: %d traces could not be written to the store or the spool", n)
 	}
 	return nil
@@ -189,8 +284,9 @@ func (r *Recorder) Close(ctx context.Context) error {
 // record: the record's plaintext bodies can be collected while the batch
 // waits for the store (1,000 streams ending together otherwise held both).
 type item struct {
-	done chan struct{} // closed once durable (sync durability), or nil
-	row  store.Trace
+	done    chan struct{} // closed once durable (sync durability), or nil
+	refusal bool          // its slot is from the refusal pool
+	row     store.Trace
 }
 
 // write is the single writer: it batches, finalises and writes. A batch
@@ -219,7 +315,7 @@ func (r *Recorder) write() {
 				still = append(still, rec)
 				continue
 			}
-			unwritten = append(unwritten, item{done: rec.done, row: row})
+			unwritten = append(unwritten, item{done: rec.done, refusal: rec.Admission.refusal, row: row})
 		}
 		waiting = still
 		for len(unwritten) > 0 {
@@ -305,7 +401,7 @@ func (r *Recorder) persist(batch []item) error {
 			close(it.done)
 		}
 	}
-	r.slots.Add(-int64(len(batch)))
+	r.release(batch)
 	return nil
 }
 
@@ -525,6 +621,3 @@ func clean(s string) string {
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
-
-// ErrNotAdmitted is what the request path answers when Admit fails.
-var ErrNotAdmitted = errors.New("trace capacity exhausted")

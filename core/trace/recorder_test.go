@@ -70,7 +70,7 @@ func (e *env) start(t *testing.T, mod func(*trace.Options)) *trace.Recorder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := trace.Options{Store: e.st, Keyring: e.kr, Pricing: cat, SpoolDir: e.spool, SpoolMaxBytes: 1 << 30,
+	o := trace.Options{Store: e.st, Keyring: e.kr, Pricing: cat, SpoolDir: e.spool, SpoolMaxBytes: 1 << 30, TenantShare: 100,
 		BatchInterval: 10 * time.Millisecond, ReplayInterval: 20 * time.Millisecond, StoreTimeout: time.Second}
 	if mod != nil {
 		mod(&o)
@@ -101,8 +101,9 @@ func (e *env) record(i int) *trace.Record {
 
 func submit(t *testing.T, r *trace.Recorder, rec *trace.Record) {
 	t.Helper()
-	if !r.Admit() {
-		t.Fatal("not admitted")
+	var err error
+	if rec.Admission, err = r.Admit(rec.TenantID); err != nil {
+		t.Fatal(err)
 	}
 	r.Submit(rec)
 }
@@ -316,7 +317,10 @@ func TestAdmitRefusesWhenSpoolIsFull(t *testing.T) {
 	e.st.down.Store(true)
 	refused := false
 	for i := 0; i < 200 && !refused; i++ {
-		if !r.Admit() {
+		if _, err := r.Admit(e.tenant.ID); err != nil {
+			if !errors.Is(err, trace.ErrSpoolFull) {
+				t.Fatalf("refused with %v, want ErrSpoolFull", err)
+			}
 			refused = true
 			break
 		}
@@ -430,7 +434,7 @@ func BenchmarkDurability(b *testing.B) {
 				for pb.Next() {
 					rec := e.record(i)
 					i++
-					for !r.Admit() {
+					for _, err := r.Admit(rec.TenantID); err != nil; _, err = r.Admit(rec.TenantID) {
 						time.Sleep(time.Millisecond)
 					}
 					r.Submit(rec)
@@ -457,7 +461,7 @@ func newEnvB(b *testing.B) *env {
 
 func (e *env) startB(b *testing.B, mod func(*trace.Options)) *trace.Recorder {
 	cat, _ := pricing.Default()
-	o := trace.Options{Store: e.st, Keyring: e.kr, Pricing: cat, SpoolDir: e.spool, SpoolMaxBytes: 1 << 30,
+	o := trace.Options{Store: e.st, Keyring: e.kr, Pricing: cat, SpoolDir: e.spool, SpoolMaxBytes: 1 << 30, TenantShare: 100,
 		BatchInterval: 10 * time.Millisecond, StoreTimeout: 5 * time.Second}
 	mod(&o)
 	r, err := trace.Start(context.Background(), o)
@@ -672,4 +676,58 @@ func TestHeldBackTracesAreRetriedOnSchedule(t *testing.T) {
 		t.Errorf("written = %d, want 24 once the key can be read", got)
 	}
 	closeRecorder(t, r)
+}
+
+// TestTenantShare: one tenant holds at most its share of the queue, so
+// another tenant is still admitted; a refusal takes a slot of the refusal
+// pool (not of the queue) for its own trace, or goes untraced once that
+// pool is full; a tenant's slots come back once its traces are written.
+func TestTenantShare(t *testing.T) {
+	e := newEnv(t)
+	other, err := e.st.CreateTenant(context.Background(), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.start(t, func(o *trace.Options) { o.QueueSize, o.TenantShare = 8, 25 })
+	defer closeRecorder(t, r)
+	if r.TenantSlots() != 2 {
+		t.Fatalf("TenantSlots = %d, want 2 (25%% of 8)", r.TenantSlots())
+	}
+	var recs []*trace.Record
+	admit := func(tenant string, want error) {
+		t.Helper()
+		a, err := r.Admit(tenant)
+		if !errors.Is(err, want) {
+			t.Fatalf("Admit(%s) = %v, want %v", tenant, err, want)
+		}
+		if err == nil || errors.Is(err, trace.ErrTenantShare) {
+			rec := e.record(len(recs))
+			rec.TenantID, rec.Admission = tenant, a
+			recs = append(recs, rec)
+		}
+	}
+	admit(e.tenant.ID, nil)
+	admit(e.tenant.ID, nil)
+	for range 64 { // the refusal pool: max(64, 8/4)
+		admit(e.tenant.ID, trace.ErrTenantShare)
+	}
+	admit(e.tenant.ID, trace.ErrRefusalsFull)
+	admit(other.ID, nil)
+	if s := r.Stats(); s.QueueDepth != 67 || s.Untraced != 1 {
+		t.Fatalf("queue depth %d, untraced %d; want 67, 1", s.QueueDepth, s.Untraced)
+	}
+	for _, rec := range recs[:66] { // acme's
+		r.Submit(rec)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Stats().QueueDepth != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("queue depth %d after acme's traces were written, want 1", r.Stats().QueueDepth)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	admit(e.tenant.ID, nil)
+	for _, rec := range recs[66:] {
+		r.Submit(rec)
+	}
 }

@@ -67,7 +67,8 @@ func traceStore(ctx context.Context, dsn string, warmup, window time.Duration) (
 		return res, err
 	}
 	defer os.RemoveAll(spool)
-	rec, err := trace.Start(ctx, trace.Options{Store: st, Keyring: kr, SpoolDir: spool})
+	// One tenant writes every trace: it may hold the whole queue.
+	rec, err := trace.Start(ctx, trace.Options{Store: st, Keyring: kr, SpoolDir: spool, TenantShare: 100})
 	if err != nil {
 		return res, err
 	}
@@ -84,7 +85,7 @@ func traceStore(ctx context.Context, dsn string, warmup, window time.Duration) (
 					return
 				default:
 				}
-				if !rec.Admit() {
+				if _, err := rec.Admit(tn.ID); err != nil {
 					time.Sleep(200 * time.Microsecond) // the queue is full: the store is the bottleneck
 					continue
 				}

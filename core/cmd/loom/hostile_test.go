@@ -115,7 +115,8 @@ func TestHostileBodies(t *testing.T) {
 // slot back, so other requests are still served.
 func TestPanicIsTracedAndReleasesItsSlot(t *testing.T) {
 	const queue = 4
-	p := startProxyOf(t, testbin.FaultLoom(t), newMockUpstream(t).URL, fmt.Sprintf("LOOM_TRACE_QUEUE_SIZE=%d", queue))
+	p := startProxyOf(t, testbin.FaultLoom(t), newMockUpstream(t).URL, fmt.Sprintf("LOOM_TRACE_QUEUE_SIZE=%d", queue),
+		"LOOM_TRACE_TENANT_SHARE_PERCENT=100")
 	stream := `{"model":"echo/echo-1","stream":true,"messages":[{"role":"user","content":"one two three"}]}`
 	points := []string{"admitted", "routed", "streaming"}
 	st := openStore(t, p)
@@ -314,5 +315,61 @@ tenant "default" {
 	}
 	if n := len(up.Requests()); n != 1 {
 		t.Fatalf("the upstream saw %d requests, want 1 (the stream)", n)
+	}
+}
+
+// TestTenantShareOfCapacity: a tenant that holds as many uploads open as
+// Loom has trace slots (each admitted request holds one until its trace is
+// written) once made every other tenant's requests 503 until the uploads
+// ended. Now a tenant holds at most trace.tenant_share_percent of the
+// slots: its other requests get a traced 429, and other tenants are served.
+func TestTenantShareOfCapacity(t *testing.T) {
+	const queue = 40
+	p := startProxy(t, fmt.Sprintf("LOOM_TRACE_QUEUE_SIZE=%d", queue))
+	share := queue * 25 / 100
+	type answer struct {
+		status int
+		body   string
+	}
+	answers := make(chan answer, queue)
+	for range queue {
+		conn := rawRequest(t, p, badRow{method: "POST", path: "/v1/chat/completions", key: p.key}, 1000)
+		if _, err := conn.Write([]byte(`{"model":"gpt-ok",`)); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			// An admitted upload waits for the rest of its body: no answer
+			// until the test closes the connection.
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			answers <- answer{resp.StatusCode, string(b)}
+		}()
+	}
+	for range queue - share {
+		select {
+		case a := <-answers:
+			if a.status != http.StatusTooManyRequests || !strings.Contains(a.body, `"code":"tenant_capacity_exhausted"`) {
+				t.Fatalf("an upload past the tenant's share got %d %s", a.status, a.body)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the uploads past the tenant's share were not refused")
+		}
+	}
+	// The uploads are still open; another tenant is served.
+	resp, body := p.post(t, "/v1/chat/completions", p.narrow, chatBody("gpt-ok", false))
+	if resp.StatusCode != 200 {
+		t.Fatalf("another tenant while acme holds its share: %d %s", resp.StatusCode, body)
+	}
+	st := openStore(t, p)
+	waitTraces(t, st, "narrow", 1)
+	waitTraces(t, st, "acme", int64(queue-share))
+	for id, tr := range traces(t, st, "acme") {
+		if tr.Status != trace.StatusRejected || tr.HTTPStatus != http.StatusTooManyRequests {
+			t.Errorf("trace %s: %s %d", id, tr.Status, tr.HTTPStatus)
+		}
 	}
 }

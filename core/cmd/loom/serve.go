@@ -69,6 +69,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		SpoolDir:      cfg.Trace.SpoolDir,
 		SpoolMaxBytes: cfg.Trace.SpoolMaxBytes,
 		QueueSize:     cfg.Trace.QueueSize,
+		TenantShare:   cfg.Trace.TenantSharePercent,
 		BatchSize:     cfg.Trace.BatchSize,
 		BatchInterval: cfg.Trace.BatchInterval,
 		Durability:    cfg.Trace.Durability,
@@ -126,7 +127,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	mx := metrics.New()
 	mx.WatchRecorder(func() metrics.RecorderStats {
 		st := rec.Stats()
-		return metrics.RecorderStats{QueueDepth: st.QueueDepth, SpoolBytes: st.SpoolBytes, Written: st.Written, Spooled: st.Spooled, Failed: st.Failed}
+		return metrics.RecorderStats{QueueDepth: st.QueueDepth, SpoolBytes: st.SpoolBytes, Written: st.Written, Spooled: st.Spooled, Failed: st.Failed, Untraced: st.Untraced}
 	})
 	for _, inst := range host.Instances() {
 		mx.WatchPlugin(inst.Name(), inst.Restarts)
