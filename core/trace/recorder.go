@@ -43,7 +43,7 @@ type Options struct {
 	// (default 25): no tenant can take every slot, with slow uploads or a
 	// flood, and refuse the others.
 	TenantShare int
-	BatchSize int
+	BatchSize   int
 	// BatchInterval is the longest a trace waits for its batch to fill.
 	// Default 5ms.
 	BatchInterval time.Duration
@@ -94,7 +94,7 @@ type Recorder struct {
 	wg       sync.WaitGroup
 
 	written, spooled, failed atomic.Int64
-	untraced                 atomic.Int64 // refusals not traced (ErrRefusalsFull)
+	untraced                 atomic.Int64   // refusals not traced (ErrRefusalsFull)
 	refused                  map[string]int // replay attempts a spool file failed while the store was up
 }
 
