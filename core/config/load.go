@@ -25,6 +25,7 @@ const (
 	defaultBodyTimeout       = 30 * time.Second
 	defaultIdleTimeout       = 120 * time.Second
 	defaultMaxBodyBytes      = 10 << 20
+	defaultBodyMemoryBytes   = 128 << 20
 	defaultMemoryTargetBytes = 64 << 20
 	defaultShutdownTimeout   = 30 * time.Second
 	defaultCacheTTL          = 5 * time.Second
@@ -148,6 +149,7 @@ func defaults() *Config {
 			BodyTimeout:       defaultBodyTimeout,
 			IdleTimeout:       defaultIdleTimeout,
 			MaxBodyBytes:      defaultMaxBodyBytes,
+			BodyMemoryBytes:   defaultBodyMemoryBytes,
 			ShutdownTimeout:   defaultShutdownTimeout,
 			MemoryTargetBytes: defaultMemoryTargetBytes,
 		},

@@ -68,7 +68,7 @@ func TestPricingBlock(t *testing.T) {
 		t.Errorf("Pricing =\n%+v\nwant\n%+v", c.Pricing, want)
 	}
 	wantTrace := Trace{Durability: DurabilitySync, SpoolDir: "/var/spool/loom", SpoolMaxBytes: 5_000_000_000,
-		QueueSize: 2000, BatchSize: 100, BatchInterval: 250 * time.Millisecond, MaxBodyBytes: 65536, ShutdownTimeout: 90 * time.Second}
+		QueueSize: 2000, TenantSharePercent: 25, BatchSize: 100, BatchInterval: 250 * time.Millisecond, MaxBodyBytes: 65536, ShutdownTimeout: 90 * time.Second}
 	if c.Trace != wantTrace {
 		t.Errorf("Trace = %+v, want %+v", c.Trace, wantTrace)
 	}

@@ -37,6 +37,7 @@ func schema() []setting {
 		{path: "server.body_timeout", field: func(c *Config) any { return &c.Server.BodyTimeout }},
 		{path: "server.idle_timeout", field: func(c *Config) any { return &c.Server.IdleTimeout }},
 		{path: "server.max_body_bytes", field: func(c *Config) any { return &c.Server.MaxBodyBytes }},
+		{path: "server.body_memory_bytes", field: func(c *Config) any { return &c.Server.BodyMemoryBytes }},
 		{path: "server.shutdown_timeout", field: func(c *Config) any { return &c.Server.ShutdownTimeout }},
 		{path: "server.memory_target_bytes", field: func(c *Config) any { return &c.Server.MemoryTargetBytes }},
 

@@ -67,6 +67,9 @@ type Server struct {
 	IdleTimeout time.Duration `json:"idle_timeout"`
 	// MaxBodyBytes is the largest request body accepted (413 beyond).
 	MaxBodyBytes int64 `json:"max_body_bytes"`
+	// BodyMemoryBytes bounds the request bodies being read or served at
+	// once; one tenant may hold trace.tenant_share_percent of it.
+	BodyMemoryBytes int64 `json:"body_memory_bytes"`
 	// ShutdownTimeout is how long in-flight requests may run after SIGTERM.
 	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
 	// MemoryTargetBytes paces the garbage collector: collections start
@@ -143,9 +146,10 @@ func (s Server) MarshalJSON() ([]byte, error) {
 		BodyTimeout       string `json:"body_timeout"`
 		IdleTimeout       string `json:"idle_timeout"`
 		MaxBodyBytes      int64  `json:"max_body_bytes"`
+		BodyMemoryBytes   int64  `json:"body_memory_bytes"`
 		ShutdownTimeout   string `json:"shutdown_timeout"`
 		MemoryTargetBytes int64  `json:"memory_target_bytes"`
-	}{s.ReadHeaderTimeout.String(), s.BodyTimeout.String(), s.IdleTimeout.String(), s.MaxBodyBytes, s.ShutdownTimeout.String(), s.MemoryTargetBytes})
+	}{s.ReadHeaderTimeout.String(), s.BodyTimeout.String(), s.IdleTimeout.String(), s.MaxBodyBytes, s.BodyMemoryBytes, s.ShutdownTimeout.String(), s.MemoryTargetBytes})
 }
 
 // MarshalJSON writes the TTL as a Go duration string.

@@ -51,6 +51,7 @@ func validate(c *Config, col *collector, explicit map[string]bool) {
 	positiveDuration(col, "server.body_timeout", c.Server.BodyTimeout)
 	positiveDuration(col, "server.idle_timeout", c.Server.IdleTimeout)
 	positive(col, "server.max_body_bytes", c.Server.MaxBodyBytes)
+	positive(col, "server.body_memory_bytes", c.Server.BodyMemoryBytes)
 	positiveDuration(col, "server.shutdown_timeout", c.Server.ShutdownTimeout)
 	if c.Server.MemoryTargetBytes < 0 {
 		col.check("server.memory_target_bytes", fmt.Sprintf("must be 0 (Go's defaults) or a number of bytes, got %d", c.Server.MemoryTargetBytes))

@@ -58,15 +58,32 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *capture) ([
 	if r.ContentLength > limit {
 		return nil, tooLarge(limit)
 	}
+	// The body's memory is reserved before it is read: all of a declared
+	// length at once, a chunked body as it arrives.
+	var src io.Reader = http.MaxBytesReader(w, r.Body, limit)
+	if r.ContentLength > 0 {
+		if err := s.bodies.take(c.rec.TenantID, r.ContentLength); err != nil {
+			refuseUnread(w, r)
+			return nil, bodyMemoryError(err)
+		}
+		c.bodyHeld = r.ContentLength
+	} else if r.ContentLength < 0 {
+		br := &budgetedReader{r: src, b: s.bodies, tenant: c.rec.TenantID}
+		defer func() { c.bodyHeld = br.held }()
+		src = br
+	}
 	var body []byte
 	var err error
 	if s.o.BodyTimeout > 0 && r.ContentLength != 0 {
-		body, err = s.readPaced(w, r, c, http.MaxBytesReader(w, r.Body, limit))
+		body, err = s.readPaced(w, r, c, src)
 	} else {
-		body, err = readAll(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
+		body, err = readAll(src, r.ContentLength)
 	}
 	var mbe *http.MaxBytesError
 	switch {
+	case errors.Is(err, errBodyTenantShare) || errors.Is(err, errBodyMemory):
+		refuseUnread(w, r)
+		return nil, bodyMemoryError(err)
 	case errors.As(err, &mbe):
 		return nil, tooLarge(limit)
 	case err == errBodyStalled:
@@ -169,6 +186,17 @@ func readAll(r io.Reader, size int64) ([]byte, error) {
 	}
 }
 
+// bodyMemoryError is the answer to a body that would pass the memory
+// budget for request bodies: the tenant's share (429) or Loom's (503).
+func bodyMemoryError(err error) error {
+	if errors.Is(err, errBodyTenantShare) {
+		return &apierror.Error{Status: http.StatusTooManyRequests, Type: apierror.TypeRateLimit, Code: "tenant_capacity_exhausted",
+			Message: "This tenant's request bodies in flight hold its share of Loom's memory for bodies (trace.tenant_share_percent of server.body_memory_bytes); retry when some have finished."}
+	}
+	return &apierror.Error{Status: http.StatusServiceUnavailable, Type: apierror.TypeServer, Code: "body_memory_exhausted",
+		Message: "Loom holds as many request bodies as server.body_memory_bytes allows; retry shortly."}
+}
+
 func tooLarge(limit int64) error {
 	return apierror.New(http.StatusRequestEntityTooLarge, apierror.TypeInvalidRequest, "request_too_large",
 		fmt.Sprintf("The request body is larger than this gateway accepts (%d bytes).", limit))
@@ -213,7 +241,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, tc *capture, va
 	if err != nil {
 		return nil, err
 	}
-	tc.rec.Request = body
+	tc.rec.Request, tc.rec.RequestTruncated = tc.keep(body)
 	if c.peek, err = request.Peek(body); err != nil {
 		return nil, badRequest(err)
 	}
@@ -378,7 +406,7 @@ func (s *Server) writeUnary(w http.ResponseWriter, r *http.Request, c *call, res
 	if resp.Failure != nil {
 		return failureError(c, resp.Failure)
 	}
-	rec.Response = resp.Body
+	rec.Response, rec.ResponseTruncated = c.cap.keep(resp.Body)
 	rec.HTTPStatus = resp.Status
 	rec.Status = trace.StatusOK
 	if resp.Status >= 400 {
@@ -453,7 +481,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, c *call) error {
 		if status == 0 {
 			status = http.StatusBadGateway
 		}
-		rec.HTTPStatus, rec.Response = status, end.Body
+		rec.HTTPStatus = status
+		rec.Response, rec.ResponseTruncated = c.cap.keep(end.Body)
 		rec.Status, rec.Error = errorStatus(c, status, end.Timings)
 		h := w.Header()
 		relay.CopyHeaders(h, out.Headers())

@@ -39,6 +39,10 @@ type Options struct {
 	Logger    hclog.Logger
 	// MaxBodyBytes bounds request bodies (413 beyond). Default 10 MiB.
 	MaxBodyBytes int64
+	// BodyMemoryBytes bounds the request bodies held at once (default
+	// 128 MiB); one tenant may hold TenantSharePercent of it (default 25).
+	BodyMemoryBytes    int64
+	TenantSharePercent int
 	// Recorder takes every authenticated request's trace.
 	Recorder Recorder
 	// HoldDone (sync durability): a stream's final [DONE] waits for its trace.
@@ -86,6 +90,7 @@ type Server struct {
 	router  *mux.Router
 	handler http.Handler
 	models  *modelsCache
+	bodies  *budget
 
 	// inflight counts traced requests still running; forced is set when
 	// shutdown's deadline passed and remaining requests are being cut.
@@ -99,7 +104,8 @@ func New(o Options) *Server {
 		o.Logger = hclog.NewNullLogger()
 	}
 	s := &Server{o: o, log: o.Logger, router: mux.NewRouter(),
-		models: &modelsCache{ttl: 5 * time.Minute, entries: map[string]modelsEntry{}}}
+		models: &modelsCache{ttl: 5 * time.Minute, entries: map[string]modelsEntry{}},
+		bodies: newBudget(o.BodyMemoryBytes, o.TenantSharePercent)}
 	r := s.router
 	r.NotFoundHandler = handle(s.notFound)
 	r.MethodNotAllowedHandler = handle(s.methodNotAllowed)

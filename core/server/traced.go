@@ -31,6 +31,9 @@ type capture struct {
 	tenant    string // the tenant's name, for metrics
 	maxBody   int64
 	submitted bool
+	// bodyHeld is the request-body memory reserved for the request; it is
+	// given back when the request ends.
+	bodyHeld int64
 	// release, when set, runs once the error answer is written (it ends a
 	// body read left blocked by a stalled client).
 	release func()
@@ -47,6 +50,16 @@ func (c *capture) tap(data []byte) {
 		return
 	}
 	c.rec.Response = sse.AppendEvent(c.rec.Response, data)
+}
+
+// keep returns what the trace keeps of a request or response body: all
+// of it, or, past trace.max_body_bytes, a copy of its start (a slice of it
+// would keep the whole body in memory until the trace is written).
+func (c *capture) keep(b []byte) (kept []byte, truncated bool) {
+	if c.maxBody <= 0 || int64(len(b)) <= c.maxBody {
+		return b, false
+	}
+	return append([]byte(nil), b[:c.maxBody]...), true
 }
 
 // tracedFunc is a /v1 handler that fills in its request's capture.
@@ -76,6 +89,7 @@ func (s *Server) traced(endpoint string, h tracedFunc) http.Handler {
 			ID: id.String(), TenantID: p.TenantID, RequestID: RequestID(r.Context()), Endpoint: endpoint,
 			Start: start, ConfigHash: s.o.ConfigHash, Admission: admission,
 		}}
+		defer func() { s.bodies.give(p.TenantID, c.bodyHeld) }()
 		defer s.tracePanic(w, c)
 		fault.Point(r, "admitted")
 		if admitted != nil {

@@ -54,9 +54,12 @@ type Record struct {
 	HTTPStatus int
 	Error      string
 
-	Request  []byte // as received
-	Response []byte // as returned (non-stream) or the SSE stream as relayed
-	// ResponseTruncated: Response was cut at trace.max_body_bytes.
+	Request []byte // as received, up to trace.max_body_bytes
+	// RequestTruncated: Request was cut at trace.max_body_bytes.
+	RequestTruncated bool
+	Response         []byte // as returned (non-stream) or the SSE stream as relayed
+	// ResponseTruncated: Response was cut at trace.max_body_bytes (a
+	// stream's at an event boundary).
 	ResponseTruncated bool
 	// Message is the assembled final message of a stream (JSON), nil otherwise.
 	Message []byte

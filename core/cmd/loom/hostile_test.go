@@ -373,3 +373,63 @@ func TestTenantShareOfCapacity(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyMemoryShare: request bodies are held in memory while read and
+// served; one tenant may hold trace.tenant_share_percent of
+// server.body_memory_bytes. Past it (whether the body declares its length
+// or arrives chunked) the tenant gets a traced 429, while another tenant's
+// body is still taken.
+func TestBodyMemoryShare(t *testing.T) {
+	p := startProxy(t, "LOOM_SERVER_BODY_MEMORY_BYTES=4194304") // 1 MiB per tenant
+	const size = 600 << 10
+	held := rawRequest(t, p, badRow{method: "POST", path: "/v1/chat/completions", key: p.key}, size)
+	if _, err := held.Write([]byte(`{"model":"gpt-ok",`)); err != nil {
+		t.Fatal(err)
+	}
+	// Until the first upload's length is reserved, a second one may still
+	// pass: wait for it to be read (the upstream has seen nothing yet, so
+	// retry the probe until it is refused).
+	big := `{"model":"gpt-ok","messages":[{"role":"user","content":"` + strings.Repeat("x", size) + `"}]}`
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, body := p.post(t, "/v1/chat/completions", p.key, big)
+		if resp.StatusCode == http.StatusTooManyRequests {
+			if !strings.Contains(string(body), `"code":"tenant_capacity_exhausted"`) || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
+			break
+		}
+		if resp.StatusCode != 200 || time.Now().After(deadline) {
+			t.Fatalf("a second upload while the first holds its share: %d %.200s", resp.StatusCode, body)
+		}
+	}
+	// A chunked body is counted as it arrives.
+	req, _ := http.NewRequest("POST", p.gw.url+"/v1/chat/completions", io.MultiReader(strings.NewReader(big)))
+	req.ContentLength = -1
+	req.Header.Set("Authorization", "Bearer "+p.key)
+	resp, body := doBad(t, req)
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("chunked upload past the share: %d %.200s", resp.StatusCode, body)
+	}
+	// Another tenant is served meanwhile.
+	if resp, body := p.post(t, "/v1/chat/completions", p.narrow, big); resp.StatusCode != 200 {
+		t.Fatalf("another tenant: %d %.200s", resp.StatusCode, body)
+	}
+	held.Close()
+	st := openStore(t, p)
+	waitTraces(t, st, "narrow", 1)
+	rejected := 0
+	deadline = time.Now().Add(20 * time.Second)
+	for rejected < 2 && time.Now().Before(deadline) {
+		rejected = 0
+		for _, tr := range traces(t, st, "acme") {
+			if tr.Status == trace.StatusRejected && tr.HTTPStatus == http.StatusTooManyRequests {
+				rejected++
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if rejected < 2 {
+		t.Fatalf("%d traced 429s, want 2", rejected)
+	}
+}
