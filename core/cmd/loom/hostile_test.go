@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -431,5 +434,64 @@ func TestBodyMemoryShare(t *testing.T) {
 	}
 	if rejected < 2 {
 		t.Fatalf("%d traced 429s, want 2", rejected)
+	}
+}
+
+// vmKB reads a "Vm…:" line of /proc/<pid>/status, in kB.
+func vmKB(t *testing.T, pid int, field string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
+
+// TestLargeAnswers: six 40 MB upstream answers at once are relayed whole,
+// and each trace keeps trace.max_body_bytes of the answer, flagged, instead
+// of the whole body (a unary answer was stored whole, 41.9 MB, although
+// the README promised truncation). Loom's peak memory is logged: the
+// plugin protocol still carries a unary answer as one message, which Loom
+// holds twice while it arrives.
+func TestLargeAnswers(t *testing.T) {
+	const keep = 1 << 20
+	p := startProxy(t, fmt.Sprintf("LOOM_TRACE_MAX_BODY_BYTES=%d", keep))
+	pid := p.gw.cmd.Process.Pid
+	var base int64
+	if runtime.GOOS == "linux" {
+		base = vmKB(t, pid, "VmRSS")
+	}
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, body, err := p.send("/v1/chat/completions", p.key, chatBody("huge", false))
+			if err != nil || resp.StatusCode != 200 || len(body) < 40<<20 || !json.Valid(body) {
+				t.Errorf("huge answer: %v, %d bytes", err, len(body))
+			}
+		}()
+	}
+	wg.Wait()
+	if runtime.GOOS == "linux" {
+		t.Logf("loom RSS %d MB before, peak %d MB with six 40 MB answers", base>>10, vmKB(t, pid, "VmHWM")>>10)
+	}
+	st := openStore(t, p)
+	waitTraces(t, st, "acme", 6)
+	for id, tr := range traces(t, st, "acme") {
+		// AES-GCM adds a 16-byte tag.
+		if n := len(tr.Response.Ciphertext); n == 0 || n > keep+16 {
+			t.Errorf("trace %s keeps %d bytes of a 40 MB answer, want at most trace.max_body_bytes (%d)", id, n, keep)
+		}
 	}
 }

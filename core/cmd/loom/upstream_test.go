@@ -23,6 +23,7 @@ import (
 //	hang          never answers until the request is cancelled
 //	cut           streams two events, then drops the connection
 //	slowstream    streams 20 events 100ms apart
+//	huge          a 40 MB answer
 //	leak-key      (also azure/leak-key…) a misbehaving upstream that hands the
 //	              credential it received back in response headers and the body:
 //	              leak-key a 2xx answer or stream, leak-key-401 and leak-key-500
@@ -128,6 +129,11 @@ func (m *mockUpstream) serve(w http.ResponseWriter, r *http.Request) {
 			m.markCanceled(req.RequestID)
 			return
 		}
+	case "huge": // a 40 MB answer
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"chatcmpl-huge","object":"chat.completion","created":1700000000,"model":"huge","choices":[{"index":0,"message":{"role":"assistant","content":"%s"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`,
+			strings.Repeat("x", 40<<20))
+		return
 	case "hang":
 		<-r.Context().Done()
 		m.markCanceled(req.RequestID)
