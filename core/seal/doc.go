@@ -1,7 +1,7 @@
 // Package seal is Loom's encryption at rest for recorded traces: it keeps
 // every tenant's prompts and responses encrypted under keys of that tenant
 // only, so a database dump, a backup or a row copied between tenants reveals
-// nothing, and deleting a tenant's keys ("shredding") makes its history
+// nothing, and destroying a tenant's keys ("shredding") makes its history
 // permanently unreadable while the rows (and the hash chains over them) stay.
 //
 // It uses only the Go standard library: AES-256 in GCM mode (crypto/aes,
@@ -21,13 +21,29 @@
 // A tenant's first data key (version 1) is created on first use. Rotate adds
 // version n+1, which seals every trace from then on; older versions stay to
 // open older traces. A trace records the version its bodies are sealed with
-// (store.Trace.KeyVersion). RewrapAll re-encrypts every data key under a new
-// master key (master key rotation) without touching a single trace. Shred
-// deletes every data key of a tenant and marks it deleted; other Loom
-// processes drop their cached keys of the tenant within the Keyring's
-// refresh interval (DefaultRefresh, 10 s). Key rows are cached per process
-// and re-read at that interval, so a rotation made elsewhere is picked up
-// just as fast.
+// (store.Trace.KeyVersion). Key rows are cached per process and re-read
+// every refresh interval (DefaultRefresh, 10 s), so a rotation made
+// elsewhere is picked up that fast.
+//
+// # Master key rotation and shredding
+//
+// The store knows master keys by identifier only (MasterKeyID, an HMAC
+// under the key), records which one wraps each data key, and refuses a new
+// data key wrapped under any master key but its current one. RotateMaster
+// re-encrypts every data key under a new master key in one transaction
+// without touching a single trace, retires the old master key for good, and
+// can give every tenant a new data key version at the same time
+// (RotateOptions.NewDataKeys); without it the data keys stay the same.
+//
+// Shred deletes every data key of a tenant and marks it deleted; other Loom
+// processes drop their cached keys of the tenant within the refresh
+// interval. Deleting rows does not erase them: copies stay in backups, in
+// the database's write-ahead log and, on PostgreSQL, in dead rows, wrapped
+// under the master key of the time, and that key would unwrap them. So the
+// store records the shred as pending, and the next RotateMaster completes
+// it: once the retired master key is destroyed (which Loom cannot check),
+// no copy of the shredded keys can be unwrapped, and the tenant's traces,
+// wherever they were copied, can never be opened.
 //
 // Tenant ids are authenticated byte for byte: pass them in the canonical
 // form the store returns (lower-case UUID text).
@@ -82,7 +98,7 @@
 // fields (NIST SP 800-38D); with two or three fields per trace that is more
 // than a billion traces. Loom does not count seals across processes:
 // rotate busy tenants' keys periodically. The master key wraps one key per
-// (tenant, version) and every RewrapAll, far below that bound.
+// (tenant, version) and every RotateMaster, far below that bound.
 //
 // Unwrapped data keys exist in memory only inside the cipher.AEAD values
 // the Keyring caches. The raw key bytes are zeroed as soon as the AES key
@@ -91,7 +107,7 @@
 // references and leaves the memory to the garbage collector. Go may also
 // leave copies behind (stack growth copies stacks, the runtime does not zero
 // freed memory, the OS may swap pages). Zeroing here reduces exposure; it is
-// not a guarantee. The master key slice passed to NewKeyring or RewrapAll is
+// not a guarantee. The master key slice passed to NewKeyring or RotateMaster is
 // the caller's: it is not retained (only its AES key schedule is), so the
 // caller may zero it after the call.
 //

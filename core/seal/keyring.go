@@ -18,8 +18,8 @@ type KeyStore interface {
 	AddTenantKey(ctx context.Context, k store.TenantKey) error
 	TenantKeys(ctx context.Context, tenantID string) ([]store.TenantKey, error)
 	AllTenantKeys(ctx context.Context) ([]store.TenantKey, error)
-	RewrapTenantKeys(ctx context.Context, keys []store.TenantKey) error
-	ShredTenant(ctx context.Context, tenantID string) error
+	RotateMasterKey(ctx context.Context, r store.MasterKeyRotation) ([]store.TenantShred, error)
+	ShredTenant(ctx context.Context, tenantID string, at time.Time) (store.TenantShred, error)
 }
 
 // tenantLister is optionally implemented by the KeyStore (store.Store does).
@@ -118,6 +118,10 @@ func NewKeyring(master []byte, ks KeyStore, opts ...Option) (*Keyring, error) {
 	}
 	return k, nil
 }
+
+// MasterKeyID returns the identifier of the keyring's master key
+// (MasterKeyID).
+func (k *Keyring) MasterKeyID() string { return k.master.id }
 
 func (k *Keyring) state(tenantID string) *tenantState {
 	if v, ok := k.tenants.Load(tenantID); ok {
@@ -290,11 +294,14 @@ func (k *Keyring) key(ctx context.Context, tenantID string, version int) (*Tenan
 	return tk, err
 }
 
-// Shred destroys every key version of the tenant in the store and marks the
-// tenant deleted (store.ShredTenant), then drops this keyring's cached keys.
-// Its traces can never be opened again. Other keyrings (processes) notice
-// within their refresh interval; until then they can still open traces of
-// the tenant with keys they had cached.
+// Shred deletes every key version of the tenant from the store, marks the
+// tenant deleted and records the shred (store.ShredTenant), then drops this
+// keyring's cached keys. No key the store holds opens the tenant's traces
+// any more, but copies of the deleted rows in backups and WAL still unwrap
+// with this master key: the shred is pending (store.TenantShreds) until
+// RotateMaster retires that key and the key is destroyed. Other keyrings
+// (processes) notice within their refresh interval; until then they can
+// still open traces of the tenant with keys they had cached.
 func (k *Keyring) Shred(ctx context.Context, tenantID string) error {
 	if tenantID == "" {
 		return errors.New("seal: shred: empty tenant id")
@@ -302,7 +309,7 @@ func (k *Keyring) Shred(ctx context.Context, tenantID string) error {
 	st := k.state(tenantID)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if err := k.ks.ShredTenant(ctx, tenantID); err != nil {
+	if _, err := k.ks.ShredTenant(ctx, tenantID, k.now()); err != nil {
 		return fmt.Errorf("seal: shred tenant %s: %w", tenantID, err)
 	}
 	st.snap.Store(&snapshot{shredded: true})
@@ -425,11 +432,16 @@ func (k *Keyring) addLocked(ctx context.Context, tenantID string, st *tenantStat
 	if err != nil {
 		return nil, err
 	}
-	row := store.TenantKey{TenantID: tenantID, Version: v, Wrapped: wrapped, Nonce: nonce, CreatedAt: k.now().UTC()}
+	row := store.TenantKey{TenantID: tenantID, Version: v, Wrapped: wrapped, Nonce: nonce, CreatedAt: k.now().UTC(),
+		MasterKeyID: k.master.id}
 	if err := k.ks.AddTenantKey(ctx, row); err != nil {
 		if errors.Is(err, store.ErrNotFound) && k.deleted(ctx, tenantID) {
 			st.snap.Store(&snapshot{shredded: true})
 			return nil, shreddedError("create key", tenantID)
+		}
+		if errors.Is(err, store.ErrWrongMasterKey) {
+			return nil, fmt.Errorf("seal: store key v%d of tenant %s: master key %s is not the one the store's keys are wrapped under "+
+				"(was it rotated away with keys rotate-master?): %w", v, tenantID, k.master.id, err)
 		}
 		return nil, fmt.Errorf("seal: store key v%d of tenant %s: %w", v, tenantID, err)
 	}

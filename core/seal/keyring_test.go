@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -421,7 +422,7 @@ func TestStoreOutage(t *testing.T) {
 	mustOpen(t, k, st)
 }
 
-func TestRewrapAll(t *testing.T) {
+func TestRotateMaster(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, ks KeyStore, newTenant func(*testing.T, string) string) {
 		ctx := context.Background()
 		oldM, newM := randomBytes(t, KeySize), randomBytes(t, KeySize)
@@ -441,10 +442,16 @@ func TestRewrapAll(t *testing.T) {
 		if err != nil || len(before) != 5 {
 			t.Fatalf("AllTenantKeys: %d keys, %v", len(before), err)
 		}
+		oldID, newID := mustID(t, oldM), mustID(t, newM)
+		for _, r := range before {
+			if r.MasterKeyID != oldID {
+				t.Errorf("%s v%d stored under master key %q, want %s", r.TenantID, r.Version, r.MasterKeyID, oldID)
+			}
+		}
 
-		n, err := RewrapAll(ctx, ks, oldM, newM)
-		if err != nil || n != 5 {
-			t.Fatalf("RewrapAll: %d, %v; want 5", n, err)
+		rot, err := RotateMaster(ctx, ks, oldM, newM, RotateOptions{})
+		if err != nil || rot.Rewrapped != 5 || rot.NewDataKeys != 0 || rot.From != oldID || rot.To != newID {
+			t.Fatalf("RotateMaster: %+v, %v; want 5 rewrapped from %s to %s", rot, err, oldID, newID)
 		}
 		after, err := ks.AllTenantKeys(ctx)
 		if err != nil || len(after) != 5 {
@@ -460,6 +467,9 @@ func TestRewrapAll(t *testing.T) {
 			if err != nil {
 				t.Errorf("%s v%d: %v", r.TenantID, r.Version, err)
 			}
+			if r.MasterKeyID != newID {
+				t.Errorf("%s v%d: master key %q after the rotation, want %s", r.TenantID, r.Version, r.MasterKeyID, newID)
+			}
 			i := slices.IndexFunc(before, func(b store.TenantKey) bool { return b.TenantID == r.TenantID && b.Version == r.Version })
 			if i < 0 {
 				t.Fatalf("%s v%d appeared", r.TenantID, r.Version)
@@ -474,53 +484,178 @@ func TestRewrapAll(t *testing.T) {
 		}
 
 		// A fresh keyring on the new master opens everything; one on the
-		// old master opens nothing (the running one still has its cache).
+		// old master opens nothing (the running one still has its cache)
+		// and may not add keys any more.
 		kNew := newKeyring(t, newM, ks)
 		kOld := newKeyring(t, oldM, ks)
 		for _, st := range sealed {
 			mustOpen(t, kNew, st)
 			mustOpen(t, k, st)
 			if _, err := st.open(kOld); !errors.Is(err, ErrUnwrap) {
-				t.Errorf("old master opens %s after rewrap: %v", st.trace, err)
+				t.Errorf("old master opens %s after the rotation: %v", st.trace, err)
+			} else if !strings.Contains(err.Error(), newID) {
+				t.Errorf("the error does not name the master key the row is wrapped under: %v", err)
 			}
+		}
+		if _, err := kOld.Rotate(ctx, sealed[0].tenant); !errors.Is(err, store.ErrWrongMasterKey) {
+			t.Errorf("a keyring on the retired master key added a key: %v, want ErrWrongMasterKey", err)
 		}
 
 		// Running it again: nothing unwraps with the "old" key any more.
-		if _, err := RewrapAll(ctx, ks, oldM, newM); !errors.Is(err, ErrUnwrap) {
-			t.Fatalf("second RewrapAll: %v, want ErrUnwrap", err)
+		if _, err := RotateMaster(ctx, ks, oldM, newM, RotateOptions{}); !errors.Is(err, ErrUnwrap) {
+			t.Fatalf("second RotateMaster: %v, want ErrUnwrap", err)
 		} else {
 			t.Logf("second run: %v", err)
 		}
+		// Back to the retired key: refused, even though every key unwraps.
+		if _, err := RotateMaster(ctx, ks, newM, oldM, RotateOptions{}); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("rotation back to the retired master key: %v, want ErrConflict", err)
+		}
 
-		// Atomicity: corrupt one key; rewrapping back to oldM must fail
-		// and leave every row as it was.
-		corrupt := after[2]
-		corrupt.Wrapped = flip(corrupt.Wrapped, 0)
-		if err := ks.RewrapTenantKeys(ctx, []store.TenantKey{corrupt}); err != nil {
+		// Atomicity: corrupt one key (through a store-level rotation to a
+		// third master key); rotating on to a fourth must fail and leave
+		// every row as it was.
+		thirdM := randomBytes(t, KeySize)
+		third, _ := loadMaster(thirdM)
+		var corrupt store.TenantKey
+		r := store.MasterKeyRotation{From: newID, To: third.id}
+		for i, row := range after {
+			dk, err := nm.unwrap(row.TenantID, row.Version, row.Wrapped, row.Nonce)
+			if err != nil {
+				t.Fatal(err)
+			}
+			row.Wrapped, row.Nonce, _ = third.wrap(row.TenantID, row.Version, dk)
+			row.MasterKeyID = third.id
+			if i == 2 {
+				row.Wrapped = flip(row.Wrapped, 0)
+				corrupt = row
+			}
+			r.Rewrapped = append(r.Rewrapped, row)
+		}
+		if _, err := ks.RotateMasterKey(ctx, r); err != nil {
 			t.Fatal(err)
 		}
 		snapshot, _ := ks.AllTenantKeys(ctx)
-		if _, err := RewrapAll(ctx, ks, newM, oldM); !errors.Is(err, ErrUnwrap) {
-			t.Fatalf("RewrapAll with a corrupt key: %v, want ErrUnwrap", err)
+		if _, err := RotateMaster(ctx, ks, thirdM, randomBytes(t, KeySize), RotateOptions{NewDataKeys: true}); !errors.Is(err, ErrUnwrap) {
+			t.Fatalf("RotateMaster with a corrupt key: %v, want ErrUnwrap", err)
 		} else {
 			t.Logf("corrupt key: %v", err)
 		}
 		now, _ := ks.AllTenantKeys(ctx)
 		if !sameKeys(snapshot, now) {
-			t.Fatal("a failed RewrapAll changed keys")
+			t.Fatal("a failed RotateMaster changed keys")
 		}
-		// Every trace of the other tenants still opens with the new master.
-		kNew2 := newKeyring(t, newM, ks)
+		// Every trace of the other tenants still opens with the third master.
+		k3 := newKeyring(t, thirdM, ks)
 		for _, st := range sealed {
 			if st.tenant == corrupt.TenantID && st.version == corrupt.Version {
-				if _, err := st.open(kNew2); !errors.Is(err, ErrUnwrap) {
+				if _, err := st.open(k3); !errors.Is(err, ErrUnwrap) {
 					t.Errorf("trace under the corrupt key: %v, want ErrUnwrap", err)
 				}
 				continue
 			}
-			mustOpen(t, kNew2, st)
+			mustOpen(t, k3, st)
 		}
 	})
+}
+
+// With NewDataKeys, every tenant with keys gets the next version, wrapped
+// under the new master key, in the same transaction: new traces use it,
+// old ones keep opening.
+func TestRotateMasterNewDataKeys(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ks KeyStore, newTenant func(*testing.T, string) string) {
+		ctx := context.Background()
+		oldM, newM := randomBytes(t, KeySize), randomBytes(t, KeySize)
+		clock := newFakeClock()
+		k := newKeyring(t, oldM, ks, WithClock(clock.Now))
+		a, b := newTenant(t, "a"), newTenant(t, "b")
+		newTenant(t, "c") // no key yet: gets none
+		var sealed []sealedTrace
+		sealed = append(sealed, sealTrace(t, k, a, "a1", []byte("a v1")))
+		if _, err := k.Rotate(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		sealed = append(sealed, sealTrace(t, k, a, "a2", []byte("a v2")), sealTrace(t, k, b, "b1", []byte("b v1")))
+		rot, err := RotateMaster(ctx, ks, oldM, newM, RotateOptions{NewDataKeys: true, Now: clock.Now})
+		if err != nil || rot.Rewrapped != 3 || rot.NewDataKeys != 2 {
+			t.Fatalf("RotateMaster: %+v, %v; want 3 rewrapped, 2 new data keys", rot, err)
+		}
+		kNew := newKeyring(t, newM, ks, WithClock(clock.Now))
+		for tenant, want := range map[string]int{a: 3, b: 2} {
+			tk := mustCurrent(t, kNew, tenant)
+			if tk.Version() != want {
+				t.Errorf("tenant %s: current v%d after the rotation, want v%d", tenant, tk.Version(), want)
+			}
+			rows, _ := ks.TenantKeys(ctx, tenant)
+			last := rows[len(rows)-1]
+			if last.MasterKeyID != rot.To || !last.CreatedAt.Equal(clock.Now()) {
+				t.Errorf("tenant %s: new key under %q created %s, want %s at %s", tenant, last.MasterKeyID, last.CreatedAt, rot.To, clock.Now())
+			}
+			// A new data key, not a copy of an old one.
+			st := sealTrace(t, kNew, tenant, "new-"+tenant, []byte("new"))
+			old := st
+			old.version = want - 1
+			if _, err := old.open(kNew); !errors.Is(err, ErrOpen) {
+				t.Errorf("tenant %s: a trace of the new version opens with the previous one: %v", tenant, err)
+			}
+			mustOpen(t, kNew, st)
+		}
+		for _, st := range sealed {
+			mustOpen(t, kNew, st)
+		}
+	})
+}
+
+// A shred is pending until the next rotation, which completes it.
+func TestShredCompletesWithRotation(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ks KeyStore, newTenant func(*testing.T, string) string) {
+		ctx := context.Background()
+		oldM, newM := randomBytes(t, KeySize), randomBytes(t, KeySize)
+		clock := newFakeClock()
+		k := newKeyring(t, oldM, ks, WithClock(clock.Now))
+		a, b := newTenant(t, "a"), newTenant(t, "b")
+		sealTrace(t, k, a, "a1", []byte("a"))
+		st := sealTrace(t, k, b, "b1", []byte("b"))
+		backup, err := ks.TenantKeys(ctx, a) // what a backup keeps
+		if err != nil || len(backup) != 1 {
+			t.Fatalf("keys of a: %v, %v", backup, err)
+		}
+		if err := k.Shred(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		sh, err := ks.ShredTenant(ctx, a, time.Time{}) // again: the first record
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sh.Pending() || sh.KeyVersions != 1 || sh.MasterKeyID != mustID(t, oldM) || !sh.ShreddedAt.Equal(clock.Now()) {
+			t.Fatalf("Shred = %+v; want pending, 1 key under %s at %s", sh, mustID(t, oldM), clock.Now())
+		}
+		// The backup's copy still unwraps with the master key in use.
+		om, _ := loadMaster(oldM)
+		if _, err := om.unwrapKey(a, backup[0]); err != nil {
+			t.Fatalf("the backup's copy does not unwrap before the rotation: %v", err)
+		}
+		clock.Advance(time.Hour)
+		rot, err := RotateMaster(ctx, ks, oldM, newM, RotateOptions{Now: clock.Now})
+		if err != nil || len(rot.Completed) != 1 || rot.Completed[0].TenantID != a || !rot.Completed[0].CompletedAt.Equal(clock.Now()) {
+			t.Fatalf("RotateMaster = %+v, %v; want the shred of %s completed at %s", rot, err, a, clock.Now())
+		}
+		// With the old master key destroyed, the backup's copy is noise.
+		nm, _ := loadMaster(newM)
+		if _, err := nm.unwrapKey(a, backup[0]); !errors.Is(err, ErrUnwrap) {
+			t.Fatalf("the backup's copy unwraps under the new master key: %v", err)
+		}
+		mustOpen(t, newKeyring(t, newM, ks), st)
+	})
+}
+
+func mustID(t *testing.T, master []byte) string {
+	t.Helper()
+	id, err := MasterKeyID(master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 func sameKeys(a, b []store.TenantKey) bool {
@@ -539,10 +674,42 @@ func sameKeys(a, b []store.TenantKey) bool {
 	return slices.Equal(as, bs)
 }
 
-func TestRewrapAllEmptyStore(t *testing.T) {
-	n, err := RewrapAll(context.Background(), newMemStore(), randomBytes(t, KeySize), randomBytes(t, KeySize))
-	if n != 0 || err != nil {
-		t.Fatalf("RewrapAll on no keys: %d, %v", n, err)
+func TestRotateMasterEmptyStore(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, ks KeyStore, _ func(*testing.T, string) string) {
+		oldM, newM := randomBytes(t, KeySize), randomBytes(t, KeySize)
+		rot, err := RotateMaster(context.Background(), ks, oldM, newM, RotateOptions{NewDataKeys: true})
+		if rot.Rewrapped != 0 || rot.NewDataKeys != 0 || err != nil {
+			t.Fatalf("RotateMaster on no keys: %+v, %v", rot, err)
+		}
+		// The store now knows the new key as current: the old one cannot
+		// rotate it again, nor can the same key be the new one.
+		if _, err := RotateMaster(context.Background(), ks, oldM, randomBytes(t, KeySize), RotateOptions{}); !errors.Is(err, store.ErrWrongMasterKey) {
+			t.Errorf("rotating from the retired key: %v, want ErrWrongMasterKey", err)
+		}
+		if _, err := RotateMaster(context.Background(), ks, newM, newM, RotateOptions{}); err == nil {
+			t.Error("rotating to the same key: no error")
+		}
+	})
+}
+
+// MasterKeyID is a keyed hash: stable for a key, different across keys,
+// and not the key's bytes.
+func TestMasterKeyID(t *testing.T) {
+	a, b := randomBytes(t, KeySize), randomBytes(t, KeySize)
+	ida, idb := mustID(t, a), mustID(t, b)
+	if ida != mustID(t, a) || ida == idb || len(ida) != 16 || strings.Contains(fmt.Sprintf("%x", a), ida) {
+		t.Errorf("MasterKeyID: %s, %s", ida, idb)
+	}
+	// Pinned (computed independently with openssl dgst -sha256 -mac HMAC):
+	// the store holds these, so they must never change.
+	if got := mustID(t, make([]byte, KeySize)); got != "730a2a6eef64d15c" {
+		t.Errorf("MasterKeyID(zero key) = %s; the identifier of a key must never change", got)
+	}
+	if _, err := MasterKeyID(make([]byte, 31)); err == nil {
+		t.Error("MasterKeyID of 31 bytes: no error")
+	}
+	if k := newKeyring(t, a, newMemStore()); k.MasterKeyID() != ida {
+		t.Errorf("Keyring.MasterKeyID = %s, want %s", k.MasterKeyID(), ida)
 	}
 }
 

@@ -3,8 +3,11 @@ package seal
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -33,10 +36,12 @@ const (
 	FieldMessage  = "message"
 )
 
-// Domain labels of the associated data (see the package documentation).
+// Domain labels of the associated data (see the package documentation),
+// and of the master key identifier.
 const (
-	keyADLabel   = "loom/tenant-key/v1"
-	fieldADLabel = "loom/trace-field/v1"
+	keyADLabel    = "loom/tenant-key/v1"
+	fieldADLabel  = "loom/trace-field/v1"
+	masterIDLabel = "loom/master-key-id/v1"
 )
 
 var (
@@ -144,18 +149,36 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// master is the master key's AEAD; it wraps and unwraps data keys.
-type master struct{ aead cipher.AEAD }
+// master is the master key's AEAD, which wraps and unwraps data keys, and
+// its identifier.
+type master struct {
+	aead cipher.AEAD
+	id   string
+}
 
 func loadMaster(key []byte) (master, error) {
-	if len(key) != KeySize {
-		return master{}, fmt.Errorf("seal: master key must be %d bytes, got %d", KeySize, len(key))
+	id, err := MasterKeyID(key)
+	if err != nil {
+		return master{}, err
 	}
 	a, err := newAEAD(key)
 	if err != nil {
 		return master{}, fmt.Errorf("seal: master key: %w", err)
 	}
-	return master{a}, nil
+	return master{a, id}, nil
+}
+
+// MasterKeyID returns the identifier of a 32-byte master key: the first 8
+// bytes of HMAC-SHA256(key, "loom/master-key-id/v1") as 16 lower-case hex
+// digits. The store records which master key wraps its data keys by this
+// identifier, and messages name keys by it; it reveals nothing of the key.
+func MasterKeyID(key []byte) (string, error) {
+	if len(key) != KeySize {
+		return "", fmt.Errorf("seal: master key must be %d bytes, got %d", KeySize, len(key))
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(masterIDLabel))
+	return hex.EncodeToString(mac.Sum(nil)[:8]), nil
 }
 
 // wrap encrypts the data key dk for tenantID and version under a fresh
@@ -196,6 +219,10 @@ func (m master) unwrap(tenantID string, version int, wrapped, nonce []byte) ([]b
 func (m master) unwrapKey(tenantID string, row store.TenantKey) (*TenantKey, error) {
 	dk, err := m.unwrap(tenantID, row.Version, row.Wrapped, row.Nonce)
 	if err != nil {
+		if row.MasterKeyID != "" && row.MasterKeyID != m.id {
+			return nil, fmt.Errorf("seal: tenant %s key v%d is wrapped under master key %s, this one is %s: %w",
+				tenantID, row.Version, row.MasterKeyID, m.id, ErrUnwrap)
+		}
 		return nil, err
 	}
 	defer clear(dk)

@@ -286,11 +286,11 @@ func TestMasterKeyLength(t *testing.T) {
 		if _, err := NewKeyring(make([]byte, n), newMemStore()); err == nil {
 			t.Errorf("NewKeyring with a %d-byte master key: no error", n)
 		}
-		if _, err := RewrapAll(context.Background(), newMemStore(), make([]byte, n), make([]byte, KeySize)); err == nil {
-			t.Errorf("RewrapAll with a %d-byte old master key: no error", n)
+		if _, err := RotateMaster(context.Background(), newMemStore(), make([]byte, n), make([]byte, KeySize), RotateOptions{}); err == nil {
+			t.Errorf("RotateMaster with a %d-byte old master key: no error", n)
 		}
-		if _, err := RewrapAll(context.Background(), newMemStore(), make([]byte, KeySize), make([]byte, n)); err == nil {
-			t.Errorf("RewrapAll with a %d-byte new master key: no error", n)
+		if _, err := RotateMaster(context.Background(), newMemStore(), make([]byte, KeySize), make([]byte, n), RotateOptions{}); err == nil {
+			t.Errorf("RotateMaster with a %d-byte new master key: no error", n)
 		}
 	}
 	if _, err := NewKeyring(make([]byte, KeySize), nil); err == nil {

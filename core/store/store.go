@@ -17,6 +17,10 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict: a unique constraint would be violated (duplicate tenant name, key hash).
 	ErrConflict = errors.New("already exists")
+	// ErrWrongMasterKey: a data key is wrapped, or a rotation starts, under
+	// a master key that is not the store's current one (a retired key, or
+	// another key altogether).
+	ErrWrongMasterKey = errors.New("not the store's current master key")
 )
 
 // TenantStatus is the lifecycle state of a tenant.
@@ -173,6 +177,56 @@ type TenantKey struct {
 	Wrapped   []byte // AES-256-GCM ciphertext of the 32-byte data key
 	Nonce     []byte
 	CreatedAt time.Time
+	// MasterKeyID identifies the master key that wraps it (seal.MasterKeyID:
+	// 16 lower-case hex digits, never the key). Empty on rows written
+	// before Loom recorded master keys; the first rotation sets it.
+	MasterKeyID string
+}
+
+// MasterKey is a master key the store has seen, known by its identifier
+// only. At most one is current (RetiredAt nil); every data key stored is
+// wrapped under it.
+type MasterKey struct {
+	ID           string
+	RegisteredAt time.Time
+	// RetiredAt is when a rotation rewrapped every data key away from it.
+	RetiredAt *time.Time
+}
+
+// TenantShred records the crypto-shredding of a tenant. Deleting the
+// wrapped data keys does not erase them from database backups, WAL or
+// (on PostgreSQL) dead rows, where they stay wrapped under the master key
+// of the time; the shred is complete once that master key is retired by a
+// rotation (and, what Loom cannot check, destroyed).
+type TenantShred struct {
+	TenantID string
+	// ShreddedAt is nil for a tenant shredded before Loom recorded shreds
+	// (KeyVersions and MasterKeyID are then unknown too).
+	ShreddedAt *time.Time
+	// KeyVersions is how many data key versions were deleted; a shred that
+	// deleted none is complete at once.
+	KeyVersions int
+	// MasterKeyID wrapped the deleted keys; empty when not recorded.
+	MasterKeyID string
+	// CompletedAt is when the first master key rotation after the shred
+	// retired that key; nil while the shred is pending.
+	CompletedAt *time.Time
+}
+
+// Pending reports whether the shredded keys may still be recovered from a
+// backup with the current master key.
+func (s TenantShred) Pending() bool { return s.CompletedAt == nil }
+
+// MasterKeyRotation is one master key rotation, written by RotateMasterKey
+// in one transaction.
+type MasterKeyRotation struct {
+	From, To string // master key ids: the retiring key and its successor
+	// Rewrapped is every stored key version, rewrapped under To
+	// (MasterKeyID To). Only Wrapped, Nonce and MasterKeyID are written.
+	Rewrapped []TenantKey
+	// Added are new data key versions wrapped under To (optional).
+	Added []TenantKey
+	At    time.Time
 }
 
 // Chain summarises one recorder's hash chain.
@@ -215,18 +269,34 @@ type TraceStore interface {
 	// TraceIDs lists the tenant's trace ids, oldest first (for tests and audits).
 	TraceIDs(ctx context.Context, tenantID string) ([]string, error)
 
-	// AddTenantKey stores a new key version; ErrConflict if that version exists.
+	// AddTenantKey stores a new key version; ErrConflict if that version
+	// exists; ErrNotFound if the tenant does not exist or is deleted;
+	// ErrWrongMasterKey unless k.MasterKeyID is the current master key. When
+	// no master key is recorded yet, k.MasterKeyID becomes the current one.
 	AddTenantKey(ctx context.Context, k TenantKey) error
 	// TenantKeys returns the tenant's key versions, oldest first.
 	TenantKeys(ctx context.Context, tenantID string) ([]TenantKey, error)
 	// AllTenantKeys returns every tenant's key versions.
 	AllTenantKeys(ctx context.Context) ([]TenantKey, error)
-	// RewrapTenantKeys replaces Wrapped and Nonce of the given (tenant, version)
-	// rows in one transaction (master key rotation).
-	RewrapTenantKeys(ctx context.Context, keys []TenantKey) error
-	// ShredTenant deletes every key version of the tenant and marks it
-	// deleted, in one transaction. Its traces stay, unreadable.
-	ShredTenant(ctx context.Context, tenantID string) error
+	// RotateMasterKey rewraps every data key under a new master key, in one
+	// transaction that also adds r.Added, retires r.From, makes r.To
+	// current and completes every pending shred; it returns the shreds it
+	// completed. Nothing changes if it fails: ErrWrongMasterKey when r.From
+	// is not the current master key, ErrConflict when r.To was used before
+	// or r.Rewrapped is not exactly the stored key versions (a key was
+	// added or deleted meanwhile) or an added version exists.
+	RotateMasterKey(ctx context.Context, r MasterKeyRotation) ([]TenantShred, error)
+	// MasterKeys lists the master keys the store has seen: the retired
+	// ones in the order they were retired, then the current one.
+	MasterKeys(ctx context.Context) ([]MasterKey, error)
+	// ShredTenant deletes every key version of the tenant, marks it deleted
+	// and records the shred (at: when; zero means now), in one transaction.
+	// Its traces stay, unreadable once the shred completes. Shredding a
+	// deleted tenant again changes nothing and returns the first record.
+	ShredTenant(ctx context.Context, tenantID string, at time.Time) (TenantShred, error)
+	// TenantShreds lists every shred: those recorded before Loom kept
+	// their time first, then by time, ties by tenant id.
+	TenantShreds(ctx context.Context) ([]TenantShred, error)
 
 	// EnsurePartitions creates the trace partitions for the months up to
 	// `ahead` after now (PostgreSQL; a no-op on SQLite).

@@ -113,10 +113,22 @@ func (c *cli) tenant(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
+			shreds, err := st.TenantShreds(ctx)
+			if err != nil {
+				return err
+			}
+			pending := map[string]bool{}
+			for _, sh := range shreds {
+				pending[sh.TenantID] = sh.Pending()
+			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tSTATUS\tCREATED\tID")
 			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.Status, stamp(&t.CreatedAt), t.ID)
+				status := string(t.Status)
+				if pending[t.ID] {
+					status += " (shred pending: rotate the master key and destroy the old one)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, status, stamp(&t.CreatedAt), t.ID)
 			}
 			return tw.Flush()
 		})

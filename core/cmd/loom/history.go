@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/loom-runtime/loom/core/config"
@@ -63,35 +64,23 @@ func (c *cli) verify(ctx context.Context, args []string) error {
 // keys manages encryption keys.
 func (c *cli) keys(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usagef("keys needs a subcommand: rotate-master, rotate")
+		return usagef("keys needs a subcommand: rotate, rotate-master, status")
 	}
 	sub, args := args[0], args[1:]
 	f := c.newFlags("keys " + sub)
 	switch sub {
 	case "rotate-master":
+		rotateData := f.Bool("rotate-data-keys", false,
+			"also give every tenant a new data key version for its new traces (without it the data keys stay the same, only rewrapped)")
 		if _, err := f.parse(args, 0); err != nil {
 			return err
 		}
-		old, ok := c.env("LOOM_OLD_MASTER_KEY")
-		if !ok || old == "" {
-			return usagef("keys rotate-master needs the current key in LOOM_OLD_MASTER_KEY and the new one in LOOM_MASTER_KEY")
+		return c.rotateMaster(ctx, f, *rotateData)
+	case "status":
+		if _, err := f.parse(args, 0); err != nil {
+			return err
 		}
-		oldKey, err := config.DecodeMasterKey(old)
-		if err != nil {
-			return fmt.Errorf("LOOM_OLD_MASTER_KEY: %w", err)
-		}
-		return c.withStore(ctx, f, func(st store.Store) error {
-			cfg, _ := c.loadConfig(*f.config)
-			if cfg.MasterKey == nil {
-				return usagef("keys rotate-master needs the new key in LOOM_MASTER_KEY")
-			}
-			n, err := seal.RewrapAll(ctx, st, oldKey, cfg.MasterKey)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.stdout, "rewrapped %d tenant data keys under the new master key; traces were not touched\n", n)
-			return nil
-		})
+		return c.withStore(ctx, f, func(st store.Store) error { return c.keyStatus(ctx, f, st) })
 	case "rotate":
 		tenant := f.String("tenant", "", "tenant name (required)")
 		if _, err := f.parse(args, 0); err != nil {
@@ -121,6 +110,180 @@ func (c *cli) keys(ctx context.Context, args []string) error {
 	}
 }
 
+// rotateMaster rewraps every data key from LOOM_OLD_MASTER_KEY to
+// LOOM_MASTER_KEY, completing the pending shreds, and says what the
+// operator must do next: destroy the old key.
+func (c *cli) rotateMaster(ctx context.Context, f *flags, rotateData bool) error {
+	old, ok := c.env("LOOM_OLD_MASTER_KEY")
+	if !ok || old == "" {
+		return usagef("keys rotate-master needs the current key in LOOM_OLD_MASTER_KEY and the new one in LOOM_MASTER_KEY")
+	}
+	oldKey, err := config.DecodeMasterKey(old)
+	if err != nil {
+		return fmt.Errorf("LOOM_OLD_MASTER_KEY: %w", err)
+	}
+	return c.withStore(ctx, f, func(st store.Store) error {
+		cfg, _ := c.loadConfig(*f.config)
+		if cfg.MasterKey == nil {
+			return usagef("keys rotate-master needs the new key in LOOM_MASTER_KEY")
+		}
+		names, err := tenantNames(ctx, st)
+		if err != nil {
+			return err
+		}
+		r, err := seal.RotateMaster(ctx, st, oldKey, cfg.MasterKey, seal.RotateOptions{NewDataKeys: rotateData})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "rewrapped %d tenant data keys under master key %s (was %s); traces were not touched\n",
+			r.Rewrapped, r.To, r.From)
+		if rotateData {
+			fmt.Fprintf(c.stdout, "gave %d tenants a new data key version: their new traces use it, older traces keep opening with their rewrapped keys\n",
+				r.NewDataKeys)
+		} else {
+			fmt.Fprintln(c.stdout, "the data keys themselves are unchanged (only rewrapped); add --rotate-data-keys to also give every tenant a new one for its new traces")
+		}
+		if len(r.Completed) > 0 {
+			var who []string
+			for _, sh := range r.Completed {
+				who = append(who, names[sh.TenantID])
+			}
+			fmt.Fprintf(c.stdout, "completed %d pending shreds (%s): final once the old master key is destroyed\n",
+				len(r.Completed), strings.Join(who, ", "))
+		}
+		fmt.Fprintf(c.stdout, "NOW: run Loom with the new LOOM_MASTER_KEY, unset LOOM_OLD_MASTER_KEY, and destroy every copy of the old master key %s "+
+			"(secret stores, env files, their backups); until then it still decrypts backups and WAL taken before this rotation\n", r.From)
+		return nil
+	})
+}
+
+// keyStatus reports the master keys, whether LOOM_MASTER_KEY and
+// LOOM_OLD_MASTER_KEY are what they should be, and every shred's state.
+func (c *cli) keyStatus(ctx context.Context, f *flags, st store.Store) error {
+	cfg, err := c.loadConfig(*f.config)
+	if err != nil {
+		return err
+	}
+	mks, err := st.MasterKeys(ctx)
+	if err != nil {
+		return err
+	}
+	keys, err := st.AllTenantKeys(ctx)
+	if err != nil {
+		return err
+	}
+	shreds, err := st.TenantShreds(ctx)
+	if err != nil {
+		return err
+	}
+	names, err := tenantNames(ctx, st)
+	if err != nil {
+		return err
+	}
+	current := ""
+	retired := map[string]store.MasterKey{}
+	for _, m := range mks {
+		if m.RetiredAt == nil {
+			current = m.ID
+			fmt.Fprintf(c.stdout, "master key %s: current since %s\n", m.ID, stamp(&m.RegisteredAt))
+		} else {
+			retired[m.ID] = m
+			fmt.Fprintf(c.stdout, "master key %s: retired %s; destroy every copy of it (Loom cannot check that you did)\n", m.ID, stamp(m.RetiredAt))
+		}
+	}
+	if current == "" {
+		fmt.Fprintln(c.stdout, "master key: none recorded yet (recorded with the first data key or rotation)")
+	}
+	under := map[string]int{}
+	for _, k := range keys {
+		under[k.MasterKeyID]++
+	}
+	fmt.Fprintf(c.stdout, "data keys: %d", len(keys))
+	if n := under[""]; n > 0 {
+		fmt.Fprintf(c.stdout, " (%d written before Loom recorded master keys: the next rotation labels them)", n)
+	}
+	for id, n := range under {
+		if id != "" && id != current {
+			fmt.Fprintf(c.stdout, "; %d WRAPPED UNDER %s, NOT THE CURRENT MASTER KEY", n, id)
+		}
+	}
+	fmt.Fprintln(c.stdout)
+	if cfg.MasterKey != nil {
+		id, _ := seal.MasterKeyID(cfg.MasterKey)
+		switch {
+		case id == current || current == "":
+			fmt.Fprintf(c.stdout, "LOOM_MASTER_KEY: master key %s\n", id)
+		case retired[id].RetiredAt != nil:
+			fmt.Fprintf(c.stdout, "LOOM_MASTER_KEY: master key %s, RETIRED: use the new key, and destroy this one\n", id)
+		default:
+			fmt.Fprintf(c.stdout, "LOOM_MASTER_KEY: master key %s, NOT the store's (%s)\n", id, current)
+		}
+	}
+	if old, ok := c.env("LOOM_OLD_MASTER_KEY"); ok && old != "" {
+		key, err := config.DecodeMasterKey(old)
+		if err != nil {
+			return fmt.Errorf("LOOM_OLD_MASTER_KEY: %w", err)
+		}
+		id, _ := seal.MasterKeyID(key)
+		if retired[id].RetiredAt != nil {
+			fmt.Fprintf(c.stdout, "LOOM_OLD_MASTER_KEY: master key %s, RETIRED: unset it and destroy every copy; shreds are final only once it is gone\n", id)
+		} else {
+			fmt.Fprintf(c.stdout, "LOOM_OLD_MASTER_KEY: master key %s (set for keys rotate-master)\n", id)
+		}
+	}
+	if len(shreds) == 0 {
+		fmt.Fprintln(c.stdout, "shreds: none")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TENANT\tSHREDDED\tKEYS\tSTATE")
+	for _, sh := range shreds {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", names[sh.TenantID], stamp(sh.ShreddedAt), keyCount(sh), shredState(sh, current))
+	}
+	return tw.Flush()
+}
+
+func keyCount(sh store.TenantShred) string {
+	if sh.ShreddedAt == nil {
+		return "?"
+	}
+	return strconv.Itoa(sh.KeyVersions)
+}
+
+// shredState says where a shred stands and what completes it.
+func shredState(sh store.TenantShred, current string) string {
+	switch {
+	case sh.Pending():
+		key := sh.MasterKeyID
+		if key == "" {
+			key = current
+		}
+		if key == "" {
+			return "shred pending: rotate the master key and destroy the old one"
+		}
+		return "shred pending: rotate the master key and destroy the old one (" + key + ")"
+	case sh.KeyVersions == 0 && sh.ShreddedAt != nil:
+		return "shredded (it had no data keys)"
+	case sh.MasterKeyID != "":
+		return "shredded, once master key " + sh.MasterKeyID + " (retired " + stamp(sh.CompletedAt) + ") is destroyed"
+	default:
+		return "shredded, once the master key retired " + stamp(sh.CompletedAt) + " is destroyed"
+	}
+}
+
+// tenantNames maps tenant ids to names.
+func tenantNames(ctx context.Context, st store.Store) (map[string]string, error) {
+	ts, err := st.ListTenants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]string, len(ts))
+	for _, t := range ts {
+		m[t.ID] = t.Name
+	}
+	return m, nil
+}
+
 // keyring opens the keyring with the master key from the environment (or,
 // in development, the dev key file).
 func (c *cli) keyring(path string, st store.Store) (*seal.Keyring, error) {
@@ -140,8 +303,9 @@ func (c *cli) keyring(path string, st store.Store) (*seal.Keyring, error) {
 	return seal.NewKeyring(key, st)
 }
 
-// deleteTenant crypto-shreds a tenant: its data keys are destroyed, its
-// traces stay (history still verifies) but can never be decrypted again.
+// deleteTenant crypto-shreds a tenant: its data keys are deleted and its
+// traces stay (history still verifies). The shred is pending until a master
+// key rotation, which the output says how to do.
 func (c *cli) deleteTenant(ctx context.Context, f *flags, args []string) error {
 	shred := f.Bool("shred", false, "destroy the tenant's data keys (required: there is no other kind of delete)")
 	pos, err := f.parse(args, 1, "NAME")
@@ -156,10 +320,24 @@ func (c *cli) deleteTenant(ctx context.Context, f *flags, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := st.ShredTenant(ctx, t.ID); err != nil {
+		sh, err := st.ShredTenant(ctx, t.ID, time.Now())
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "tenant %s deleted: its data keys are destroyed and its traces can no longer be decrypted; history still verifies\n", t.Name)
+		if !sh.Pending() {
+			fmt.Fprintf(c.stdout, "tenant %s deleted: %s; its traces can no longer be decrypted; history still verifies\n",
+				t.Name, shredState(sh, ""))
+			return nil
+		}
+		key := "the current master key"
+		if sh.MasterKeyID != "" {
+			key = "master key " + sh.MasterKeyID
+		}
+		fmt.Fprintf(c.stdout, "tenant %s deleted: its data keys are deleted from the store and no Loom can decrypt its traces with them; history still verifies\n", t.Name)
+		fmt.Fprintf(c.stdout, "SHRED PENDING: copies of the keys remain in database backups and WAL (and, on PostgreSQL, in dead rows), wrapped under %s, which still unwraps them. To complete the shred:\n", key)
+		fmt.Fprintln(c.stdout, "  1. stop Loom and run: LOOM_OLD_MASTER_KEY=<current key> LOOM_MASTER_KEY=<new key> loom keys rotate-master")
+		fmt.Fprintln(c.stdout, "  2. run Loom with the new key, and destroy every copy of the old one")
+		fmt.Fprintln(c.stdout, "loom keys status lists the shreds still pending")
 		return nil
 	})
 }

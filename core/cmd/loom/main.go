@@ -56,11 +56,16 @@ Commands:
   tenant disable NAME                   stop a tenant's keys from working
   tenant enable NAME                    let a disabled tenant's keys work again
   tenant delete NAME --shred            destroy the tenant's data keys: its traces become unreadable
+                                        (pending until the next keys rotate-master: see keys status)
   key create --tenant NAME [--label L]  create an API key (printed once, on the last line)
   key list --tenant NAME                list a tenant's keys
   key revoke ID                         revoke a key
   keys rotate --tenant NAME             new data-key version for the tenant's new traces
-  keys rotate-master                    rewrap every data key: old key in LOOM_OLD_MASTER_KEY, new in LOOM_MASTER_KEY
+  keys rotate-master [--rotate-data-keys]
+                                        rewrap every data key: old key in LOOM_OLD_MASTER_KEY, new in
+                                        LOOM_MASTER_KEY; the data keys stay the same unless
+                                        --rotate-data-keys; completes pending shreds
+  keys status                           master keys, and shreds still pending
   verify [--tenant NAME]                walk the traces' hash chains and report any break
   retention apply --older-than AGE      remove whole months of traces older than AGE (90d, 12mo, 2y)
   version                               print the version

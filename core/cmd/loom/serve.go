@@ -61,6 +61,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	if err := preloadKeys(ctx, st, keyring); err != nil {
 		return err
 	}
+	warnPendingShreds(ctx, st, log)
 	rec, err := trace.Start(ctx, trace.Options{
 		Store:         st,
 		Keyring:       keyring,
@@ -231,6 +232,26 @@ func (p hostProviders) Provider(name string) (server.Provider, bool) {
 		return nil, false
 	}
 	return inst, true
+}
+
+// warnPendingShreds logs a warning while shredded tenants' keys can still
+// be recovered from backups with the master key in use.
+func warnPendingShreds(ctx context.Context, st store.Store, log hclog.Logger) {
+	shreds, err := st.TenantShreds(ctx)
+	if err != nil {
+		log.Warn("cannot list tenant shreds", "error", err)
+		return
+	}
+	n := 0
+	for _, sh := range shreds {
+		if sh.Pending() {
+			n++
+		}
+	}
+	if n > 0 {
+		log.Warn("shreds pending: shredded tenants' data keys in database backups and WAL still unwrap with this master key; "+
+			"rotate it (loom keys rotate-master) and destroy the old one", "tenants", n)
+	}
 }
 
 // preloadKeys unwraps every active tenant's current data key (creating the

@@ -374,9 +374,32 @@ func TestMigrate0002KeepsData(t *testing.T) {
 	if err != nil || m.Tenant.ID != tn.ID || m.Key.ID != k.ID {
 		t.Fatalf("KeyByHash after upgrade = %+v, %v", m, err)
 	}
-	if err := s.ShredTenant(ctx, tn.ID); err != nil {
+	if _, err := s.ShredTenant(ctx, tn.ID, time.Time{}); err != nil {
 		t.Fatalf("ShredTenant after upgrade: %v", err)
 	}
+}
+
+// Upgrading to version 4 keeps shreds done before it pending.
+func TestMigrate0004RecordsEarlierShreds(t *testing.T) {
+	s := open(t, testpg.DSN(t))
+	ctx := t.Context()
+	ms, err := schema.Migrations(schema.Postgres)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[:3] {
+		if _, err := s.pool.Exec(ctx, m.SQL); err != nil {
+			t.Fatalf("migration %d: %v", m.Version, err)
+		}
+		if _, err := s.pool.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	storetest.CheckShredUpgrade(t, s)
 }
 
 // TamperTrace needs a superuser: an ordinary role that owns nothing gets

@@ -260,35 +260,69 @@ func (s *Store) TraceIDs(ctx context.Context, tenantID string) ([]string, error)
 
 // AddTenantKey stores a new key version (CreatedAt defaults to now).
 // ErrConflict if the version exists; ErrNotFound if the tenant does not
-// exist or is deleted (a shredded tenant gets no new keys).
+// exist or is deleted (a shredded tenant gets no new keys);
+// ErrWrongMasterKey unless k.MasterKeyID is the current master key (it
+// becomes current when the store has none yet).
 func (s *Store) AddTenantKey(ctx context.Context, k store.TenantKey) error {
 	k, err := validate.TenantKey(k)
 	if err != nil {
 		return fmt.Errorf("add tenant key: %w", err)
 	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return wrap("add tenant key", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	// Register the master key if the store has none (a new store, or one
+	// from before master keys were recorded); a retired key or another
+	// current one makes this a no-op and the check below fails. The insert
+	// takes master_keys in ROW EXCLUSIVE mode until commit, so a rotation
+	// (SHARE ROW EXCLUSIVE) cannot retire the key between check and insert.
+	if _, err := tx.Exec(ctx, `INSERT INTO master_keys (id, registered_at) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
+		k.MasterKeyID, validate.Time(time.Now())); err != nil {
+		return wrap("add tenant key", err)
+	}
+	var current string
+	err = tx.QueryRow(ctx, `SELECT id FROM master_keys WHERE retired_at IS NULL`).Scan(&current)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return wrap("add tenant key", err)
+	}
+	if current != k.MasterKeyID {
+		return fmt.Errorf("add tenant key: tenant %s key version %d is wrapped under master key %s, the store's current master key is %s: %w",
+			k.TenantID, k.Version, k.MasterKeyID, current, store.ErrWrongMasterKey)
+	}
 	// The tenant row is locked FOR SHARE: a concurrent ShredTenant (which
 	// updates it) either waits for this insert and then deletes the new key
 	// too, or commits first and this sees the tenant deleted.
-	tag, err := s.pool.Exec(ctx, `INSERT INTO tenant_keys (tenant_id, version, wrapped, nonce, created_at)
-		SELECT t.id, $2, $3, $4, $5
+	tag, err := tx.Exec(ctx, `INSERT INTO tenant_keys (tenant_id, version, wrapped, nonce, created_at, master_key_id)
+		SELECT t.id, $2, $3, $4, $5, $6
 		FROM (SELECT id, status FROM tenants WHERE id = $1 FOR SHARE) t
 		WHERE t.status <> 'deleted'`,
-		k.TenantID, k.Version, k.Wrapped, k.Nonce, k.CreatedAt)
+		k.TenantID, k.Version, k.Wrapped, k.Nonce, k.CreatedAt, k.MasterKeyID)
 	if err != nil {
 		return wrap("add tenant key", err)
 	}
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("add tenant key: tenant %s does not exist or is deleted: %w", k.TenantID, store.ErrNotFound)
 	}
+	if err := tx.Commit(ctx); err != nil {
+		return wrap("add tenant key", err)
+	}
 	return nil
 }
 
-const tenantKeyColumns = `tenant_id, version, wrapped, nonce, created_at`
+const tenantKeyColumns = `tenant_id, version, wrapped, nonce, created_at, master_key_id`
 
 func scanTenantKey(r pgx.Row) (store.TenantKey, error) {
-	var k store.TenantKey
-	err := r.Scan(&k.TenantID, &k.Version, &k.Wrapped, &k.Nonce, &k.CreatedAt)
+	var (
+		k  store.TenantKey
+		mk *string
+	)
+	err := r.Scan(&k.TenantID, &k.Version, &k.Wrapped, &k.Nonce, &k.CreatedAt, &mk)
 	k.CreatedAt = k.CreatedAt.UTC()
+	if mk != nil {
+		k.MasterKeyID = *mk
+	}
 	return k, err
 }
 
@@ -315,78 +349,211 @@ func (s *Store) AllTenantKeys(ctx context.Context) ([]store.TenantKey, error) {
 	return collect(rows, "all tenant keys", scanTenantKey)
 }
 
-// RewrapTenantKeys replaces Wrapped and Nonce of each (tenant, version) in
-// one transaction; ErrNotFound, and nothing changed, if one does not exist.
-// Rows are updated in (tenant, version) order so concurrent calls cannot deadlock.
-func (s *Store) RewrapTenantKeys(ctx context.Context, keys []store.TenantKey) error {
-	if len(keys) == 0 {
-		return nil
+// RotateMasterKey rewraps every data key under r.To, adds r.Added, retires
+// r.From and completes the pending shreds, in one transaction.
+//
+// It locks master_keys, tenant_keys and tenant_shreds against writers for
+// its duration, in the order AddTenantKey and ShredTenant take them, so a
+// key cannot be added, or a tenant shredded, between the check that
+// r.Rewrapped is every stored key and the commit.
+func (s *Store) RotateMasterKey(ctx context.Context, r store.MasterKeyRotation) ([]store.TenantShred, error) {
+	r, err := validate.Rotation(r)
+	if err != nil {
+		return nil, fmt.Errorf("rotate master key: %w", err)
 	}
-	norm := make([]store.TenantKey, len(keys))
-	for i, k := range keys {
-		var err error
-		if norm[i], err = validate.TenantKey(k); err != nil {
-			return fmt.Errorf("rewrap tenant keys: %w", err)
-		}
-	}
-	slices.SortFunc(norm, func(a, b store.TenantKey) int {
-		if c := strings.Compare(a.TenantID, b.TenantID); c != 0 {
-			return c
-		}
-		return a.Version - b.Version
-	})
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return wrap("rewrap tenant keys", err)
+		return nil, wrap("rotate master key", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, `LOCK TABLE master_keys, tenant_keys, tenant_shreds IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+		return nil, wrap("rotate master key", err)
+	}
+	var current string
+	if err := tx.QueryRow(ctx, `SELECT id FROM master_keys WHERE retired_at IS NULL`).Scan(&current); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, wrap("rotate master key", err)
+	}
+	if current != "" && current != r.From {
+		return nil, fmt.Errorf("rotate master key: the old master key is %s, but the store's current master key is %s: %w",
+			r.From, current, store.ErrWrongMasterKey)
+	}
+	var used bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM master_keys WHERE id = $1)`, r.To).Scan(&used); err != nil {
+		return nil, wrap("rotate master key", err)
+	}
+	if used {
+		return nil, fmt.Errorf("rotate master key: the new master key %s was used before (a retired key never comes back): %w", r.To, store.ErrConflict)
+	}
+	rows, err := tx.Query(ctx, `SELECT tenant_id, version FROM tenant_keys`)
+	if err != nil {
+		return nil, wrap("rotate master key", err)
+	}
+	stored, err := collectRows(rows, func(row pgx.Row) (store.TenantKey, error) {
+		var k store.TenantKey
+		err := row.Scan(&k.TenantID, &k.Version)
+		return k, err
+	})
+	if err != nil {
+		return nil, wrap("rotate master key", err)
+	}
+	if err := validate.SameVersions(stored, r.Rewrapped); err != nil {
+		return nil, fmt.Errorf("rotate master key: %w", err)
+	}
+
 	var b pgx.Batch
-	for _, k := range norm {
-		b.Queue(`UPDATE tenant_keys SET wrapped = $1, nonce = $2 WHERE tenant_id = $3 AND version = $4`,
-			k.Wrapped, k.Nonce, k.TenantID, k.Version).Exec(func(tag pgconn.CommandTag) error {
+	b.Queue(`INSERT INTO master_keys (id, registered_at, retired_at) VALUES ($1, $2, $2)
+		ON CONFLICT (id) DO UPDATE SET retired_at = EXCLUDED.retired_at`, r.From, r.At)
+	b.Queue(`INSERT INTO master_keys (id, registered_at) VALUES ($1, $2)`, r.To, r.At)
+	for _, k := range r.Rewrapped {
+		b.Queue(`UPDATE tenant_keys SET wrapped = $1, nonce = $2, master_key_id = $3 WHERE tenant_id = $4 AND version = $5`,
+			k.Wrapped, k.Nonce, k.MasterKeyID, k.TenantID, k.Version)
+	}
+	for _, k := range r.Added {
+		b.Queue(`INSERT INTO tenant_keys (tenant_id, version, wrapped, nonce, created_at, master_key_id)
+			SELECT id, $2, $3, $4, $5, $6 FROM tenants WHERE id = $1 AND status <> 'deleted'`,
+			k.TenantID, k.Version, k.Wrapped, k.Nonce, k.CreatedAt, k.MasterKeyID).Exec(func(tag pgconn.CommandTag) error {
 			if tag.RowsAffected() == 0 {
-				return fmt.Errorf("tenant %s key version %d: %w", k.TenantID, k.Version, store.ErrNotFound)
+				return fmt.Errorf("new key for tenant %s: does not exist or is deleted: %w", k.TenantID, store.ErrNotFound)
 			}
 			return nil
 		})
 	}
 	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		return wrap("rewrap tenant keys", err)
+		return nil, wrap("rotate master key", err)
+	}
+	rows, err = tx.Query(ctx, `UPDATE tenant_shreds SET completed_at = $1 WHERE completed_at IS NULL
+		RETURNING `+shredColumns, r.At)
+	if err != nil {
+		return nil, wrap("rotate master key", err)
+	}
+	done, err := collectRows(rows, scanShred)
+	if err != nil {
+		return nil, wrap("rotate master key", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return wrap("rewrap tenant keys", err)
+		return nil, wrap("rotate master key", err)
 	}
-	return nil
+	validate.SortShreds(done)
+	return done, nil
 }
 
-// ShredTenant deletes the tenant's key versions and marks it deleted, in one
-// transaction; shredding a deleted tenant again is a no-op. The deleted rows
-// linger in the table's pages until VACUUM reuses them (and in WAL archives
-// and backups): shredding makes the keys unreachable, it does not wipe disks.
-func (s *Store) ShredTenant(ctx context.Context, tenantID string) error {
+// MasterKeys lists the master keys the store has seen: the retired ones in
+// the order they were retired, then the current one.
+func (s *Store) MasterKeys(ctx context.Context) ([]store.MasterKey, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, registered_at, retired_at FROM master_keys
+		ORDER BY retired_at IS NULL, retired_at, registered_at, id`)
+	if err != nil {
+		return nil, wrap("master keys", err)
+	}
+	return collect(rows, "master keys", func(r pgx.Row) (store.MasterKey, error) {
+		var m store.MasterKey
+		err := r.Scan(&m.ID, &m.RegisteredAt, &m.RetiredAt)
+		m.RegisteredAt = m.RegisteredAt.UTC()
+		m.RetiredAt = utcPtr(m.RetiredAt)
+		return m, err
+	})
+}
+
+// ShredTenant deletes the tenant's key versions, marks it deleted and
+// records the shred, in one transaction; shredding a deleted tenant again
+// changes nothing. The deleted rows linger in the table's pages until
+// VACUUM reuses them, and in WAL archives and backups, wrapped under the
+// current master key: the shred stays pending until a master key rotation
+// retires that key (RotateMasterKey).
+func (s *Store) ShredTenant(ctx context.Context, tenantID string, at time.Time) (store.TenantShred, error) {
 	id, ok := validate.ID(tenantID)
 	if !ok {
-		return fmt.Errorf("shred tenant: tenant %q: %w", tenantID, store.ErrNotFound)
+		return store.TenantShred{}, fmt.Errorf("shred tenant: tenant %q: %w", tenantID, store.ErrNotFound)
 	}
+	if at.IsZero() {
+		at = time.Now()
+	}
+	at = validate.Time(at)
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return wrap("shred tenant", err)
+		return store.TenantShred{}, wrap("shred tenant", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	// tenant_keys first, as AddTenantKey and RotateMasterKey take it before
+	// any tenant row: a shred and a rotation queue instead of deadlocking.
+	if _, err := tx.Exec(ctx, `LOCK TABLE tenant_keys IN ROW EXCLUSIVE MODE`); err != nil {
+		return store.TenantShred{}, wrap("shred tenant", err)
+	}
 	tag, err := tx.Exec(ctx, `UPDATE tenants SET status = 'deleted' WHERE id = $1`, id)
 	if err != nil {
-		return wrap("shred tenant", err)
+		return store.TenantShred{}, wrap("shred tenant", err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("shred tenant: tenant %s: %w", id, store.ErrNotFound)
+		return store.TenantShred{}, fmt.Errorf("shred tenant: tenant %s: %w", id, store.ErrNotFound)
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM tenant_keys WHERE tenant_id = $1`, id); err != nil {
-		return wrap("shred tenant", err)
+	var (
+		n  int
+		mk *string
+	)
+	if err := tx.QueryRow(ctx, `WITH gone AS (DELETE FROM tenant_keys WHERE tenant_id = $1 RETURNING master_key_id)
+		SELECT count(*), max(master_key_id) FROM gone`, id).Scan(&n, &mk); err != nil {
+		return store.TenantShred{}, wrap("shred tenant", err)
+	}
+	if n > 0 && mk == nil {
+		// Keys written before master keys were recorded: they are wrapped
+		// under the current one, if the store knows it yet.
+		err := tx.QueryRow(ctx, `SELECT id FROM master_keys WHERE retired_at IS NULL`).Scan(&mk)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return store.TenantShred{}, wrap("shred tenant", err)
+		}
+	}
+	var completed *time.Time
+	if n == 0 {
+		completed = &at // nothing was deleted, so nothing can be recovered
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO tenant_shreds (tenant_id, shredded_at, key_versions, master_key_id, completed_at)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id) DO NOTHING`, id, at, n, mk, completed); err != nil {
+		return store.TenantShred{}, wrap("shred tenant", err)
+	}
+	sh, err := scanShred(tx.QueryRow(ctx, `SELECT `+shredColumns+` FROM tenant_shreds WHERE tenant_id = $1`, id))
+	if err != nil {
+		return store.TenantShred{}, wrap("shred tenant", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return wrap("shred tenant", err)
+		return store.TenantShred{}, wrap("shred tenant", err)
 	}
-	return nil
+	return sh, nil
+}
+
+// TenantShreds lists every shred, those of unknown time first, then by
+// time, ties by tenant id.
+func (s *Store) TenantShreds(ctx context.Context) ([]store.TenantShred, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+shredColumns+` FROM tenant_shreds
+		ORDER BY shredded_at NULLS FIRST, tenant_id`)
+	if err != nil {
+		return nil, wrap("tenant shreds", err)
+	}
+	return collect(rows, "tenant shreds", scanShred)
+}
+
+const shredColumns = `tenant_id, shredded_at, key_versions, master_key_id, completed_at`
+
+func scanShred(r pgx.Row) (store.TenantShred, error) {
+	var (
+		sh store.TenantShred
+		mk *string
+	)
+	if err := r.Scan(&sh.TenantID, &sh.ShreddedAt, &sh.KeyVersions, &mk, &sh.CompletedAt); err != nil {
+		return sh, err
+	}
+	if mk != nil {
+		sh.MasterKeyID = *mk
+	}
+	sh.ShreddedAt, sh.CompletedAt = utcPtr(sh.ShreddedAt), utcPtr(sh.CompletedAt)
+	return sh, nil
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 // EnsurePartitions creates, if missing, the monthly trace partitions from

@@ -355,7 +355,8 @@ func TestShredTenantLeavesNoKeyBytes(t *testing.T) {
 		wrapped[i] = byte(0xA0 + i%7)
 	}
 	copy(wrapped, "LOOM-WRAPPED-KEY-MARKER")
-	if err := s.AddTenantKey(ctx, store.TenantKey{TenantID: tn.ID, Version: 1, Wrapped: wrapped, Nonce: []byte("nonce-123456")}); err != nil {
+	if err := s.AddTenantKey(ctx, store.TenantKey{TenantID: tn.ID, Version: 1, Wrapped: wrapped, Nonce: []byte("nonce-123456"),
+		MasterKeyID: "0123456789abcdef"}); err != nil {
 		t.Fatal(err)
 	}
 	// Make sure the key reached the database file itself too.
@@ -365,7 +366,7 @@ func TestShredTenantLeavesNoKeyBytes(t *testing.T) {
 	if b, _ := os.ReadFile(path); !bytes.Contains(b, wrapped) {
 		t.Fatal("the key is not in the database file before shredding; the test proves nothing")
 	}
-	if err := s.ShredTenant(ctx, tn.ID); err != nil {
+	if _, err := s.ShredTenant(ctx, tn.ID, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{path, path + "-wal"} {
@@ -377,4 +378,31 @@ func TestShredTenantLeavesNoKeyBytes(t *testing.T) {
 			t.Errorf("%s still holds the wrapped key after ShredTenant", filepath.Base(f))
 		}
 	}
+}
+
+// Upgrading to version 4 keeps shreds done before it pending.
+func TestMigrate0004RecordsEarlierShreds(t *testing.T) {
+	ctx := t.Context()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "loom.db"), hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ms, err := schema.Migrations(schema.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.writer.ExecContext(ctx, `CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY,
+		name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[:3] {
+		if _, err := s.writer.ExecContext(ctx, m.SQL); err != nil {
+			t.Fatalf("migration %d: %v", m.Version, err)
+		}
+		if _, err := s.writer.ExecContext(ctx, `INSERT INTO schema_migrations VALUES (?, ?, 0)`, m.Version, m.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	storetest.CheckShredUpgrade(t, s)
 }

@@ -250,15 +250,38 @@ func (s *Store) TraceIDs(ctx context.Context, tenantID string) ([]string, error)
 
 // AddTenantKey stores a new key version (CreatedAt defaults to now).
 // ErrConflict if the version exists; ErrNotFound if the tenant does not
-// exist or is deleted (a shredded tenant gets no new keys).
+// exist or is deleted (a shredded tenant gets no new keys);
+// ErrWrongMasterKey unless k.MasterKeyID is the current master key (it
+// becomes current when the store has none yet).
 func (s *Store) AddTenantKey(ctx context.Context, k store.TenantKey) error {
 	k, err := validate.TenantKey(k)
 	if err != nil {
 		return fmt.Errorf("add tenant key: %w", err)
 	}
-	res, err := s.writer.ExecContext(ctx, `INSERT INTO tenant_keys (tenant_id, version, wrapped, nonce, created_at)
-		SELECT id, ?, ?, ?, ? FROM tenants WHERE id = ? AND status <> 'deleted'`,
-		k.Version, k.Wrapped, k.Nonce, encTime(k.CreatedAt), k.TenantID)
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return wrap("add tenant key", err)
+	}
+	defer tx.Rollback()
+	// Register the master key if the store has none (a new store, or one
+	// from before master keys were recorded); a retired key or another
+	// current one makes this a no-op and the check below fails.
+	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO master_keys (id, registered_at) VALUES (?, ?)`,
+		k.MasterKeyID, encTime(time.Now())); err != nil {
+		return wrap("add tenant key", err)
+	}
+	var current string
+	err = tx.QueryRowContext(ctx, `SELECT id FROM master_keys WHERE retired_at IS NULL`).Scan(&current)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return wrap("add tenant key", err)
+	}
+	if current != k.MasterKeyID {
+		return fmt.Errorf("add tenant key: tenant %s key version %d is wrapped under master key %s, the store's current master key is %s: %w",
+			k.TenantID, k.Version, k.MasterKeyID, current, store.ErrWrongMasterKey)
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO tenant_keys (tenant_id, version, wrapped, nonce, created_at, master_key_id)
+		SELECT id, ?, ?, ?, ?, ? FROM tenants WHERE id = ? AND status <> 'deleted'`,
+		k.Version, k.Wrapped, k.Nonce, encTime(k.CreatedAt), k.MasterKeyID, k.TenantID)
 	if err != nil {
 		return wrap("add tenant key", err)
 	}
@@ -267,14 +290,17 @@ func (s *Store) AddTenantKey(ctx context.Context, k store.TenantKey) error {
 	} else if n == 0 {
 		return fmt.Errorf("add tenant key: tenant %s does not exist or is deleted: %w", k.TenantID, store.ErrNotFound)
 	}
+	if err := tx.Commit(); err != nil {
+		return wrap("add tenant key", err)
+	}
 	return nil
 }
 
-const tenantKeyColumns = `tenant_id, version, wrapped, nonce, created_at`
+const tenantKeyColumns = `tenant_id, version, wrapped, nonce, created_at, coalesce(master_key_id, '')`
 
 func scanTenantKey(r scanner) (store.TenantKey, error) {
 	var k store.TenantKey
-	err := r.Scan(&k.TenantID, &k.Version, bytesDest{&k.Wrapped}, bytesDest{&k.Nonce}, nanoTime{&k.CreatedAt})
+	err := r.Scan(&k.TenantID, &k.Version, bytesDest{&k.Wrapped}, bytesDest{&k.Nonce}, nanoTime{&k.CreatedAt}, &k.MasterKeyID)
 	return k, err
 }
 
@@ -302,92 +328,225 @@ func (s *Store) AllTenantKeys(ctx context.Context) ([]store.TenantKey, error) {
 	return collect(rows, "all tenant keys", scanTenantKey)
 }
 
-// RewrapTenantKeys replaces Wrapped and Nonce of each (tenant, version) in
-// one transaction; ErrNotFound, and nothing changed, if one does not exist.
-func (s *Store) RewrapTenantKeys(ctx context.Context, keys []store.TenantKey) error {
-	if len(keys) == 0 {
-		return nil
-	}
-	tx, err := s.writer.BeginTx(ctx, nil)
+// RotateMasterKey rewraps every data key under r.To, adds r.Added, retires
+// r.From and completes the pending shreds, in one (immediate, so
+// exclusive) transaction.
+func (s *Store) RotateMasterKey(ctx context.Context, r store.MasterKeyRotation) ([]store.TenantShred, error) {
+	r, err := validate.Rotation(r)
 	if err != nil {
-		return wrap("rewrap tenant keys", err)
+		return nil, fmt.Errorf("rotate master key: %w", err)
 	}
-	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `UPDATE tenant_keys SET wrapped = ?, nonce = ?
-		WHERE tenant_id = ? AND version = ?`)
+	done, err := func() ([]store.TenantShred, error) {
+		tx, err := s.writer.BeginTx(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		defer tx.Rollback()
+		var current string
+		if err := tx.QueryRowContext(ctx, `SELECT id FROM master_keys WHERE retired_at IS NULL`).Scan(&current); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, err
+		}
+		if current != "" && current != r.From {
+			return nil, fmt.Errorf("the old master key is %s, but the store's current master key is %s: %w",
+				r.From, current, store.ErrWrongMasterKey)
+		}
+		var used bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM master_keys WHERE id = ?)`, r.To).Scan(&used); err != nil {
+			return nil, err
+		}
+		if used {
+			return nil, fmt.Errorf("the new master key %s was used before (a retired key never comes back): %w", r.To, store.ErrConflict)
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT tenant_id, version FROM tenant_keys`)
+		if err != nil {
+			return nil, err
+		}
+		stored, err := collectRows(rows, func(row scanner) (store.TenantKey, error) {
+			var k store.TenantKey
+			err := row.Scan(&k.TenantID, &k.Version)
+			return k, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := validate.SameVersions(stored, r.Rewrapped); err != nil {
+			return nil, err
+		}
+		at := encTime(r.At)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO master_keys (id, registered_at, retired_at) VALUES (?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET retired_at = excluded.retired_at`, r.From, at, at); err != nil {
+			return nil, err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO master_keys (id, registered_at) VALUES (?, ?)`, r.To, at); err != nil {
+			return nil, err
+		}
+		upd, err := tx.PrepareContext(ctx, `UPDATE tenant_keys SET wrapped = ?, nonce = ?, master_key_id = ?
+			WHERE tenant_id = ? AND version = ?`)
+		if err != nil {
+			return nil, err
+		}
+		defer upd.Close()
+		for _, k := range r.Rewrapped {
+			if _, err := upd.ExecContext(ctx, k.Wrapped, k.Nonce, k.MasterKeyID, k.TenantID, k.Version); err != nil {
+				return nil, err
+			}
+		}
+		for _, k := range r.Added {
+			res, err := tx.ExecContext(ctx, `INSERT INTO tenant_keys (tenant_id, version, wrapped, nonce, created_at, master_key_id)
+				SELECT id, ?, ?, ?, ?, ? FROM tenants WHERE id = ? AND status <> 'deleted'`,
+				k.Version, k.Wrapped, k.Nonce, encTime(k.CreatedAt), k.MasterKeyID, k.TenantID)
+			if err != nil {
+				return nil, err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return nil, err
+			} else if n == 0 {
+				return nil, fmt.Errorf("new key for tenant %s: does not exist or is deleted: %w", k.TenantID, store.ErrNotFound)
+			}
+		}
+		rows, err = tx.QueryContext(ctx, `UPDATE tenant_shreds SET completed_at = ? WHERE completed_at IS NULL
+			RETURNING `+shredColumns, at)
+		if err != nil {
+			return nil, err
+		}
+		done, err := collectRows(rows, scanShred)
+		if err != nil {
+			return nil, err
+		}
+		return done, tx.Commit()
+	}()
 	if err != nil {
-		return wrap("rewrap tenant keys", err)
+		return nil, wrap("rotate master key", err)
 	}
-	defer stmt.Close()
-	for _, k := range keys {
-		k, err := validate.TenantKey(k)
-		if err != nil {
-			return fmt.Errorf("rewrap tenant keys: %w", err)
-		}
-		res, err := stmt.ExecContext(ctx, k.Wrapped, k.Nonce, k.TenantID, k.Version)
-		if err != nil {
-			return wrap("rewrap tenant keys", err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return wrap("rewrap tenant keys", err)
-		} else if n == 0 {
-			return fmt.Errorf("rewrap tenant keys: tenant %s key version %d: %w", k.TenantID, k.Version, store.ErrNotFound)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return wrap("rewrap tenant keys", err)
-	}
-	return nil
+	validate.SortShreds(done)
+	return done, nil
 }
 
-// ShredTenant deletes the tenant's key versions and marks it deleted, in one
-// transaction; shredding a deleted tenant again is a no-op. The deletion runs
-// with secure_delete on, so the wrapped keys are overwritten in the database
-// file, and is followed by a best-effort WAL checkpoint that truncates the
-// WAL (which holds older copies of the pages) unless readers still use it.
-func (s *Store) ShredTenant(ctx context.Context, tenantID string) error {
+// MasterKeys lists the master keys the store has seen: the retired ones in
+// the order they were retired, then the current one.
+func (s *Store) MasterKeys(ctx context.Context) ([]store.MasterKey, error) {
+	rows, err := s.reader.QueryContext(ctx, `SELECT id, registered_at, retired_at FROM master_keys
+		ORDER BY retired_at IS NULL, retired_at, registered_at, id`)
+	if err != nil {
+		return nil, wrap("master keys", err)
+	}
+	return collect(rows, "master keys", func(r scanner) (store.MasterKey, error) {
+		var (
+			m       store.MasterKey
+			retired sql.NullInt64
+		)
+		err := r.Scan(&m.ID, nanoTime{&m.RegisteredAt}, &retired)
+		m.RetiredAt = decTimeNull(retired)
+		return m, err
+	})
+}
+
+// ShredTenant deletes the tenant's key versions, marks it deleted and
+// records the shred, in one transaction; shredding a deleted tenant again
+// changes nothing. The deletion runs with secure_delete on, so the wrapped
+// keys are overwritten in the database file, and is followed by a
+// best-effort WAL checkpoint that truncates the WAL (which holds older
+// copies of the pages) unless readers still use it. Copies of the file
+// (backups) keep the keys, wrapped under the current master key: the shred
+// stays pending until a master key rotation retires that key.
+func (s *Store) ShredTenant(ctx context.Context, tenantID string, at time.Time) (store.TenantShred, error) {
 	id, ok := validate.ID(tenantID)
 	if !ok {
-		return fmt.Errorf("shred tenant: tenant %q: %w", tenantID, store.ErrNotFound)
+		return store.TenantShred{}, fmt.Errorf("shred tenant: tenant %q: %w", tenantID, store.ErrNotFound)
+	}
+	if at.IsZero() {
+		at = time.Now()
 	}
 	conn, err := s.writer.Conn(ctx)
 	if err != nil {
-		return wrap("shred tenant", err)
+		return store.TenantShred{}, wrap("shred tenant", err)
 	}
 	defer conn.Close()
 	if _, err := conn.ExecContext(ctx, `PRAGMA secure_delete = ON`); err != nil {
-		return wrap("shred tenant", err)
+		return store.TenantShred{}, wrap("shred tenant", err)
 	}
 	defer conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA secure_delete = OFF`)
-	err = func() error {
+	sh, err := func() (store.TenantShred, error) {
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
-			return err
+			return store.TenantShred{}, err
 		}
 		defer tx.Rollback()
 		res, err := tx.ExecContext(ctx, `UPDATE tenants SET status = 'deleted' WHERE id = ?`, id)
 		if err != nil {
-			return err
+			return store.TenantShred{}, err
 		}
 		if n, err := res.RowsAffected(); err != nil {
-			return err
+			return store.TenantShred{}, err
 		} else if n == 0 {
-			return fmt.Errorf("tenant %s: %w", id, store.ErrNotFound)
+			return store.TenantShred{}, fmt.Errorf("tenant %s: %w", id, store.ErrNotFound)
+		}
+		var (
+			n  int
+			mk sql.NullString
+		)
+		if err := tx.QueryRowContext(ctx, `SELECT count(*), max(master_key_id) FROM tenant_keys WHERE tenant_id = ?`, id).Scan(&n, &mk); err != nil {
+			return store.TenantShred{}, err
+		}
+		if n > 0 && !mk.Valid {
+			// Keys written before master keys were recorded: they are
+			// wrapped under the current one, if the store knows it yet.
+			err := tx.QueryRowContext(ctx, `SELECT id FROM master_keys WHERE retired_at IS NULL`).Scan(&mk)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return store.TenantShred{}, err
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM tenant_keys WHERE tenant_id = ?`, id); err != nil {
-			return err
+			return store.TenantShred{}, err
 		}
-		return tx.Commit()
+		var completed any
+		if n == 0 {
+			completed = encTime(at) // nothing was deleted, so nothing can be recovered
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO tenant_shreds (tenant_id, shredded_at, key_versions, master_key_id, completed_at)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO NOTHING`, id, encTime(at), n, mk, completed); err != nil {
+			return store.TenantShred{}, err
+		}
+		sh, err := scanShred(tx.QueryRowContext(ctx, `SELECT `+shredColumns+` FROM tenant_shreds WHERE tenant_id = ?`, id))
+		if err != nil {
+			return store.TenantShred{}, err
+		}
+		return sh, tx.Commit()
 	}()
 	if err != nil {
-		return wrap("shred tenant", err)
+		return store.TenantShred{}, wrap("shred tenant", err)
 	}
 	var busy, logFrames, checkpointed int
 	if err := conn.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &checkpointed); err != nil || busy != 0 {
 		s.log.Warn("shred tenant: WAL not truncated; old copies of the keys stay in it until the next checkpoint",
 			"tenant", id, "error", err)
 	}
-	return nil
+	return sh, nil
+}
+
+// TenantShreds lists every shred, those of unknown time first, then by
+// time, ties by tenant id.
+func (s *Store) TenantShreds(ctx context.Context) ([]store.TenantShred, error) {
+	rows, err := s.reader.QueryContext(ctx, `SELECT `+shredColumns+` FROM tenant_shreds
+		ORDER BY shredded_at IS NOT NULL, shredded_at, tenant_id`)
+	if err != nil {
+		return nil, wrap("tenant shreds", err)
+	}
+	return collect(rows, "tenant shreds", scanShred)
+}
+
+const shredColumns = `tenant_id, shredded_at, key_versions, coalesce(master_key_id, ''), completed_at`
+
+func scanShred(r scanner) (store.TenantShred, error) {
+	var (
+		sh                 store.TenantShred
+		shredded, complete sql.NullInt64
+	)
+	if err := r.Scan(&sh.TenantID, &shredded, &sh.KeyVersions, &sh.MasterKeyID, &complete); err != nil {
+		return sh, err
+	}
+	sh.ShreddedAt, sh.CompletedAt = decTimeNull(shredded), decTimeNull(complete)
+	return sh, nil
 }
 
 // EnsurePartitions does nothing: the SQLite traces table is not partitioned.
@@ -573,17 +732,26 @@ func (s *Store) TamperTrace(ctx context.Context, id, column string, value any) e
 
 // collect scans every row with scan, closing rows; never nil on success.
 func collect[T any](rows *sql.Rows, op string, scan func(scanner) (T, error)) ([]T, error) {
+	out, err := collectRows(rows, scan)
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	return out, nil
+}
+
+// collectRows is collect without wrapping the error.
+func collectRows[T any](rows *sql.Rows, scan func(scanner) (T, error)) ([]T, error) {
 	defer rows.Close()
 	out := []T{}
 	for rows.Next() {
 		v, err := scan(rows)
 		if err != nil {
-			return nil, wrap(op, err)
+			return nil, err
 		}
 		out = append(out, v)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, wrap(op, err)
+		return nil, err
 	}
 	return out, nil
 }

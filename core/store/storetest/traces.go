@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"math/big"
 	"reflect"
@@ -47,6 +48,9 @@ var traceTests = []suiteTest{
 	{name: "TamperTrace", fn: testTamperTrace, needs: needsSuperuser},
 	{name: "TenantKeyLifecycle", fn: testTenantKeyLifecycle},
 	{name: "ShredTenant", fn: testShredTenant},
+	{name: "MasterKeyRotation", fn: testMasterKeyRotation},
+	{name: "MasterKeyRotationRefuses", fn: testMasterKeyRotationRefuses},
+	{name: "ShredCompletesWithRotation", fn: testShredCompletesWithRotation},
 	{name: "Retention", fn: testRetention, needs: needsOwner},
 	{name: "RetentionKeepsPartialMonth", fn: testRetentionPartialMonth, needs: needsOwner},
 	{name: "PartitionsAhead", fn: testPartitionsAhead},
@@ -619,15 +623,31 @@ func checkKeys(t testing.TB, what string, got, want []store.TenantKey) {
 	for i := range want {
 		g, w := got[i], want[i]
 		if g.TenantID != w.TenantID || g.Version != w.Version || !reflect.DeepEqual(g.Wrapped, w.Wrapped) ||
-			!reflect.DeepEqual(g.Nonce, w.Nonce) || !sameTime(g.CreatedAt, w.CreatedAt) || g.CreatedAt.Location() != time.UTC {
-			t.Errorf("%s[%d] = {%s v%d wrapped %x nonce %x %s}, want {%s v%d wrapped %x nonce %x %s}", what, i,
-				g.TenantID, g.Version, g.Wrapped, g.Nonce, g.CreatedAt, w.TenantID, w.Version, w.Wrapped, w.Nonce, w.CreatedAt)
+			!reflect.DeepEqual(g.Nonce, w.Nonce) || !sameTime(g.CreatedAt, w.CreatedAt) || g.CreatedAt.Location() != time.UTC ||
+			g.MasterKeyID != w.MasterKeyID {
+			t.Errorf("%s[%d] = {%s v%d wrapped %x nonce %x %s master %s}, want {%s v%d wrapped %x nonce %x %s master %s}", what, i,
+				g.TenantID, g.Version, g.Wrapped, g.Nonce, g.CreatedAt, g.MasterKeyID,
+				w.TenantID, w.Version, w.Wrapped, w.Nonce, w.CreatedAt, w.MasterKeyID)
 		}
 	}
 }
 
+// Master key ids of the tests (any 16 lower-case hex digits will do).
+const (
+	masterA = "a0a0a0a0a0a0a0a0"
+	masterB = "b1b1b1b1b1b1b1b1"
+	masterC = "c2c2c2c2c2c2c2c2"
+)
+
 func newTenantKey(t testing.TB, tenantID string, version int, at time.Time) store.TenantKey {
-	return store.TenantKey{TenantID: tenantID, Version: version, Wrapped: randBytes(t, 48), Nonce: randBytes(t, 12), CreatedAt: at}
+	return store.TenantKey{TenantID: tenantID, Version: version, Wrapped: randBytes(t, 48), Nonce: randBytes(t, 12),
+		CreatedAt: at, MasterKeyID: masterA}
+}
+
+// rewrapped is k as a rotation to master key id writes it.
+func rewrapped(t testing.TB, k store.TenantKey, id string) store.TenantKey {
+	k.Wrapped, k.Nonce, k.MasterKeyID = randBytes(t, 48), randBytes(t, 12), id
+	return k
 }
 
 func testTenantKeyLifecycle(t *testing.T, s store.Store) {
@@ -637,17 +657,26 @@ func testTenantKeyLifecycle(t *testing.T, s store.Store) {
 	if got, err := s.TenantKeys(ctx, a.ID); err != nil || got == nil || len(got) != 0 {
 		t.Fatalf("TenantKeys before any = %#v, %v", got, err)
 	}
+	if got, err := s.MasterKeys(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("MasterKeys before any key = %+v, %v", got, err)
+	}
 	base := time.Date(2025, 1, 1, 0, 0, 0, 123456789, time.UTC)
 	a2 := newTenantKey(t, a.ID, 2, base.Add(time.Hour))
 	a1 := newTenantKey(t, a.ID, 1, base)
 	b1 := newTenantKey(t, b.ID, 1, base)
+	// The first key registers its master key as the current one.
+	before := time.Now().Add(-time.Second)
 	for _, k := range []store.TenantKey{a2, a1, b1} {
 		if err := s.AddTenantKey(ctx, k); err != nil {
 			t.Fatalf("AddTenantKey(%s v%d): %v", k.TenantID, k.Version, err)
 		}
 	}
+	mks, err := s.MasterKeys(ctx)
+	if err != nil || len(mks) != 1 || mks[0].ID != masterA || mks[0].RetiredAt != nil ||
+		mks[0].RegisteredAt.Before(before) || mks[0].RegisteredAt.After(time.Now().Add(time.Second)) {
+		t.Fatalf("MasterKeys after the first key = %+v, %v; want %s current, registered about now", mks, err, masterA)
+	}
 	// CreatedAt defaults to now.
-	before := time.Now().Add(-time.Second)
 	a3 := newTenantKey(t, a.ID, 3, time.Time{})
 	if err := s.AddTenantKey(ctx, a3); err != nil {
 		t.Fatal(err)
@@ -659,6 +688,21 @@ func testTenantKeyLifecycle(t *testing.T, s store.Store) {
 	wantErr(t, "AddTenantKey(malformed tenant)", s.AddTenantKey(ctx, newTenantKey(t, "acme", 1, base)), store.ErrNotFound)
 	if err := s.AddTenantKey(ctx, newTenantKey(t, a.ID, 0, base)); err == nil {
 		t.Error("AddTenantKey(version 0): want error")
+	}
+	// A key wrapped under another master key is refused, and does not
+	// register that key.
+	other := newTenantKey(t, a.ID, 4, base)
+	other.MasterKeyID = masterB
+	wantErr(t, "AddTenantKey(another master key)", s.AddTenantKey(ctx, other), store.ErrWrongMasterKey)
+	for _, id := range []string{"", "A0A0A0A0A0A0A0A0", "a0a0", "g0a0a0a0a0a0a0a0"} {
+		bad := newTenantKey(t, a.ID, 4, base)
+		bad.MasterKeyID = id
+		if err := s.AddTenantKey(ctx, bad); err == nil {
+			t.Errorf("AddTenantKey(master key id %q): want error", id)
+		}
+	}
+	if mks, _ := s.MasterKeys(ctx); len(mks) != 1 {
+		t.Errorf("MasterKeys after refused keys = %+v, want only %s", mks, masterA)
 	}
 
 	got, err := s.TenantKeys(ctx, a.ID)
@@ -679,30 +723,109 @@ func testTenantKeyLifecycle(t *testing.T, s store.Store) {
 	wantAll := []store.TenantKey{a1, a2, a3, b1}
 	slices.SortStableFunc(wantAll, func(x, y store.TenantKey) int { return strings.Compare(x.TenantID, y.TenantID) })
 	checkKeys(t, "AllTenantKeys", all, wantAll)
+}
 
-	// Rewrap (master key rotation): one transaction, all or nothing.
-	r1, r3, rb := a1, a3, b1
-	r1.Wrapped, r1.Nonce = randBytes(t, 48), randBytes(t, 12)
-	r3.Wrapped, r3.Nonce = randBytes(t, 48), randBytes(t, 12)
-	rb.Wrapped, rb.Nonce = randBytes(t, 48), randBytes(t, 12)
-	missing := newTenantKey(t, a.ID, 9, base)
-	err = s.RewrapTenantKeys(ctx, []store.TenantKey{r1, missing, r3})
-	wantErr(t, "RewrapTenantKeys(missing version)", err, store.ErrNotFound)
-	got, _ = s.TenantKeys(ctx, a.ID)
-	checkKeys(t, "TenantKeys after failed rewrap", got, []store.TenantKey{a1, a2, a3})
-	if err := s.RewrapTenantKeys(ctx, nil); err != nil {
-		t.Errorf("RewrapTenantKeys(nil): %v", err)
+// A rotation rewraps every key, adds new versions, retires the old master
+// key for good and makes the new one current, in one transaction.
+func testMasterKeyRotation(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	a := mustTenant(t, s, "acme")
+	b := mustTenant(t, s, "globex")
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	a1, a2, b1 := newTenantKey(t, a.ID, 1, base), newTenantKey(t, a.ID, 2, base.Add(time.Hour)), newTenantKey(t, b.ID, 1, base)
+	for _, k := range []store.TenantKey{a1, a2, b1} {
+		if err := s.AddTenantKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// CreatedAt in the argument is ignored: the version keeps its own.
-	r1.CreatedAt = time.Time{}
-	if err := s.RewrapTenantKeys(ctx, []store.TenantKey{r3, rb, r1}); err != nil {
-		t.Fatalf("RewrapTenantKeys: %v", err)
+	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	r1, r2, rb := rewrapped(t, a1, masterB), rewrapped(t, a2, masterB), rewrapped(t, b1, masterB)
+	r1.CreatedAt = time.Time{} // ignored: a version keeps its own
+	a3, b2 := newTenantKey(t, a.ID, 3, at), newTenantKey(t, b.ID, 2, at)
+	a3.MasterKeyID, b2.MasterKeyID = masterB, masterB
+	done, err := s.RotateMasterKey(ctx, store.MasterKeyRotation{From: masterA, To: masterB,
+		Rewrapped: []store.TenantKey{rb, r1, r2}, Added: []store.TenantKey{a3, b2}, At: at})
+	if err != nil || len(done) != 0 {
+		t.Fatalf("RotateMasterKey = %+v, %v; want no shred completed", done, err)
 	}
 	r1.CreatedAt = a1.CreatedAt
-	got, _ = s.TenantKeys(ctx, a.ID)
-	checkKeys(t, "TenantKeys(a) after rewrap", got, []store.TenantKey{r1, a2, r3})
+	got, _ := s.TenantKeys(ctx, a.ID)
+	checkKeys(t, "TenantKeys(a) after rotation", got, []store.TenantKey{r1, r2, a3})
 	got, _ = s.TenantKeys(ctx, b.ID)
-	checkKeys(t, "TenantKeys(b) after rewrap", got, []store.TenantKey{rb})
+	checkKeys(t, "TenantKeys(b) after rotation", got, []store.TenantKey{rb, b2})
+	mks, err := s.MasterKeys(ctx)
+	if err != nil || len(mks) != 2 || mks[0].ID != masterA || mks[0].RetiredAt == nil || !mks[0].RetiredAt.Equal(at) ||
+		mks[1].ID != masterB || mks[1].RetiredAt != nil || !mks[1].RegisteredAt.Equal(at) {
+		t.Fatalf("MasterKeys after rotation = %+v, %v; want %s retired at %s, then %s current", mks, err, masterA, at, masterB)
+	}
+	// The retired key takes no new key, and never comes back.
+	late := newTenantKey(t, a.ID, 4, at)
+	wantErr(t, "AddTenantKey(retired master key)", s.AddTenantKey(ctx, late), store.ErrWrongMasterKey)
+	late.MasterKeyID = masterB
+	if err := s.AddTenantKey(ctx, late); err != nil {
+		t.Fatalf("AddTenantKey(current master key): %v", err)
+	}
+	all, _ := s.AllTenantKeys(ctx)
+	back := make([]store.TenantKey, len(all))
+	for i, k := range all {
+		back[i] = rewrapped(t, k, masterA)
+	}
+	_, err = s.RotateMasterKey(ctx, store.MasterKeyRotation{From: masterB, To: masterA, Rewrapped: back})
+	wantErr(t, "RotateMasterKey(back to a retired key)", err, store.ErrConflict)
+	got, _ = s.AllTenantKeys(ctx)
+	checkKeys(t, "keys after a refused rotation", got, all)
+	// Rotating a store without keys still moves the current master key.
+	fwd := make([]store.TenantKey, len(all))
+	for i, k := range all {
+		fwd[i] = rewrapped(t, k, masterC)
+	}
+	if _, err := s.RotateMasterKey(ctx, store.MasterKeyRotation{From: masterB, To: masterC, Rewrapped: fwd}); err != nil {
+		t.Fatalf("second rotation: %v", err)
+	}
+	if mks, _ := s.MasterKeys(ctx); len(mks) != 3 || mks[2].ID != masterC || mks[2].RetiredAt != nil || mks[1].RetiredAt == nil {
+		t.Errorf("MasterKeys after two rotations = %+v", mks)
+	}
+}
+
+// A rotation that would leave a key behind, or starts from the wrong key,
+// changes nothing.
+func testMasterKeyRotationRefuses(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	a := mustTenant(t, s, "acme")
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	a1, a2 := newTenantKey(t, a.ID, 1, base), newTenantKey(t, a.ID, 2, base)
+	for _, k := range []store.TenantKey{a1, a2} {
+		if err := s.AddTenantKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r1, r2 := rewrapped(t, a1, masterB), rewrapped(t, a2, masterB)
+	missing := rewrapped(t, newTenantKey(t, a.ID, 9, base), masterB)
+	added := newTenantKey(t, a.ID, 2, base) // exists
+	added.MasterKeyID = masterB
+	under := rewrapped(t, a2, masterC)
+	for _, c := range []struct {
+		what string
+		r    store.MasterKeyRotation
+		want error
+	}{
+		{"a key left behind", store.MasterKeyRotation{From: masterA, To: masterB, Rewrapped: []store.TenantKey{r1}}, store.ErrConflict},
+		{"a key that is not stored", store.MasterKeyRotation{From: masterA, To: masterB, Rewrapped: []store.TenantKey{r1, r2, missing}}, store.ErrConflict},
+		{"from another master key", store.MasterKeyRotation{From: masterC, To: masterB, Rewrapped: []store.TenantKey{r1, r2}}, store.ErrWrongMasterKey},
+		{"to the same key", store.MasterKeyRotation{From: masterA, To: masterA, Rewrapped: []store.TenantKey{r1, r2}}, store.ErrConflict},
+		{"an added version that exists", store.MasterKeyRotation{From: masterA, To: masterB, Rewrapped: []store.TenantKey{r1, r2}, Added: []store.TenantKey{added}}, store.ErrConflict},
+		{"a key under a third master key", store.MasterKeyRotation{From: masterA, To: masterB, Rewrapped: []store.TenantKey{r1, under}}, nil},
+	} {
+		_, err := s.RotateMasterKey(ctx, c.r)
+		if err == nil || (c.want != nil && !errors.Is(err, c.want)) {
+			t.Errorf("RotateMasterKey(%s): %v, want %v", c.what, err, c.want)
+		}
+		got, _ := s.AllTenantKeys(ctx)
+		checkKeys(t, "keys after RotateMasterKey("+c.what+")", got, []store.TenantKey{a1, a2})
+		if mks, _ := s.MasterKeys(ctx); len(mks) != 1 || mks[0].ID != masterA || mks[0].RetiredAt != nil {
+			t.Errorf("MasterKeys after RotateMasterKey(%s) = %+v, want %s current alone", c.what, mks, masterA)
+		}
+	}
 }
 
 func testShredTenant(t *testing.T, s store.Store) {
@@ -724,8 +847,15 @@ func testShredTenant(t *testing.T, s store.Store) {
 	trs := chainOf(t, a.ID, ch.ID, 4, base)
 	mustInsert(t, s, trs, 4)
 
-	if err := s.ShredTenant(ctx, a.ID); err != nil {
+	at := time.Date(2025, 2, 1, 0, 0, 0, 0, time.UTC)
+	sh, err := s.ShredTenant(ctx, a.ID, at)
+	if err != nil {
 		t.Fatalf("ShredTenant: %v", err)
+	}
+	want := store.TenantShred{TenantID: a.ID, ShreddedAt: &at, KeyVersions: 3, MasterKeyID: masterA}
+	checkShreds(t, "ShredTenant", []store.TenantShred{sh}, []store.TenantShred{want})
+	if !sh.Pending() {
+		t.Error("a shred that deleted keys is not pending")
 	}
 	if got, err := s.TenantKeys(ctx, a.ID); err != nil || len(got) != 0 {
 		t.Errorf("TenantKeys after shred = %d keys, %v; want none", len(got), err)
@@ -748,13 +878,125 @@ func testShredTenant(t *testing.T, s store.Store) {
 		t.Errorf("other tenant status = %q", tn.Status)
 	}
 
-	// Shredding is final: again is a no-op, and no new key version is taken.
-	if err := s.ShredTenant(ctx, a.ID); err != nil {
+	// Shredding is final: again is a no-op returning the first record, and
+	// no new key version is taken.
+	if again, err := s.ShredTenant(ctx, a.ID, at.Add(time.Hour)); err != nil {
 		t.Errorf("ShredTenant again: %v", err)
+	} else {
+		checkShreds(t, "ShredTenant again", []store.TenantShred{again}, []store.TenantShred{want})
 	}
 	wantErr(t, "AddTenantKey(deleted tenant)", s.AddTenantKey(ctx, newTenantKey(t, a.ID, 4, base)), store.ErrNotFound)
-	wantErr(t, "ShredTenant(unknown)", s.ShredTenant(ctx, uuid.NewString()), store.ErrNotFound)
-	wantErr(t, "ShredTenant(malformed)", s.ShredTenant(ctx, "acme"), store.ErrNotFound)
+	_, err = s.ShredTenant(ctx, uuid.NewString(), at)
+	wantErr(t, "ShredTenant(unknown)", err, store.ErrNotFound)
+	_, err = s.ShredTenant(ctx, "acme", at)
+	wantErr(t, "ShredTenant(malformed)", err, store.ErrNotFound)
+
+	// A tenant that never had a data key has nothing to recover: its
+	// shred is complete at once.
+	c := mustTenant(t, s, "initech")
+	csh, err := s.ShredTenant(ctx, c.ID, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantC := store.TenantShred{TenantID: c.ID, ShreddedAt: &at, CompletedAt: &at}
+	checkShreds(t, "ShredTenant(no keys)", []store.TenantShred{csh}, []store.TenantShred{wantC})
+	list, err := s.TenantShreds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := want, wantC
+	if c.ID < a.ID {
+		first, second = wantC, want
+	}
+	checkShreds(t, "TenantShreds", list, []store.TenantShred{first, second})
+}
+
+// Every pending shred completes with the next master key rotation; a
+// shred after it waits for the one after.
+func testShredCompletesWithRotation(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	a := mustTenant(t, s, "acme")
+	b := mustTenant(t, s, "globex")
+	c := mustTenant(t, s, "initech")
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tn := range []store.Tenant{a, b, c} {
+		if err := s.AddTenantKey(ctx, newTenantKey(t, tn.ID, 1, base)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t1, t2 := base.Add(time.Hour), base.Add(2*time.Hour)
+	if _, err := s.ShredTenant(ctx, b.ID, t2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ShredTenant(ctx, a.ID, t1); err != nil {
+		t.Fatal(err)
+	}
+	ck := mustKeys(t, s, c.ID)
+	at := base.Add(3 * time.Hour)
+	done, err := s.RotateMasterKey(ctx, store.MasterKeyRotation{From: masterA, To: masterB,
+		Rewrapped: []store.TenantKey{rewrapped(t, ck[0], masterB)}, At: at})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantA := store.TenantShred{TenantID: a.ID, ShreddedAt: &t1, KeyVersions: 1, MasterKeyID: masterA, CompletedAt: &at}
+	wantB := store.TenantShred{TenantID: b.ID, ShreddedAt: &t2, KeyVersions: 1, MasterKeyID: masterA, CompletedAt: &at}
+	checkShreds(t, "shreds completed by the rotation", done, []store.TenantShred{wantA, wantB})
+	t4 := base.Add(4 * time.Hour)
+	csh, err := s.ShredTenant(ctx, c.ID, t4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantC := store.TenantShred{TenantID: c.ID, ShreddedAt: &t4, KeyVersions: 1, MasterKeyID: masterB}
+	checkShreds(t, "shred after the rotation", []store.TenantShred{csh}, []store.TenantShred{wantC})
+	list, err := s.TenantShreds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkShreds(t, "TenantShreds", list, []store.TenantShred{wantA, wantB, wantC})
+	// With no key left, a rotation still completes it.
+	at2 := base.Add(5 * time.Hour)
+	done, err = s.RotateMasterKey(ctx, store.MasterKeyRotation{From: masterB, To: masterC, At: at2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantC.CompletedAt = &at2
+	checkShreds(t, "second rotation", done, []store.TenantShred{wantC})
+}
+
+func mustKeys(t testing.TB, s store.Store, tenantID string) []store.TenantKey {
+	t.Helper()
+	ks, err := s.TenantKeys(t.Context(), tenantID)
+	if err != nil || len(ks) == 0 {
+		t.Fatalf("TenantKeys(%s) = %d keys, %v", tenantID, len(ks), err)
+	}
+	return ks
+}
+
+func checkShreds(t testing.TB, what string, got, want []store.TenantShred) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s: %d shreds, want %d:\n got %+v\nwant %+v", what, len(got), len(want), got, want)
+		return
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.TenantID != w.TenantID || !sameTimePtr(g.ShreddedAt, w.ShreddedAt) || g.KeyVersions != w.KeyVersions ||
+			g.MasterKeyID != w.MasterKeyID || !sameTimePtr(g.CompletedAt, w.CompletedAt) {
+			t.Errorf("%s[%d] = {%s at %v, %d keys under %q, completed %v}, want {%s at %v, %d keys under %q, completed %v}",
+				what, i, g.TenantID, fmtTime(g.ShreddedAt), g.KeyVersions, g.MasterKeyID, fmtTime(g.CompletedAt),
+				w.TenantID, fmtTime(w.ShreddedAt), w.KeyVersions, w.MasterKeyID, fmtTime(w.CompletedAt))
+		}
+		if (g.ShreddedAt != nil && g.ShreddedAt.Location() != time.UTC) || (g.CompletedAt != nil && g.CompletedAt.Location() != time.UTC) {
+			t.Errorf("%s[%d]: times not in UTC", what, i)
+		}
+	}
+}
+
+func fmtTime(t *time.Time) string {
+	if t == nil {
+		return "nil"
+	}
+	return t.Format(time.RFC3339Nano)
 }
 
 func checkTombstones(t testing.TB, what string, got, want []store.Tombstone) {

@@ -167,7 +167,111 @@ func TenantKey(k store.TenantKey) (store.TenantKey, error) {
 		k.CreatedAt = time.Now()
 	}
 	k.CreatedAt = Time(k.CreatedAt)
+	if !MasterKeyID(k.MasterKeyID) {
+		return k, fmt.Errorf("tenant %s key version %d: master key id %q is not 16 lower-case hex digits", k.TenantID, k.Version, k.MasterKeyID)
+	}
 	return k, nil
+}
+
+// MasterKeyID reports whether s has the form of a master key identifier:
+// 16 lower-case hex digits.
+func MasterKeyID(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// SameVersions reports an ErrConflict error unless want holds exactly the
+// (tenant, version) pairs of stored: the keys a rotation rewraps must be
+// every key stored when it commits.
+func SameVersions(stored, want []store.TenantKey) error {
+	type tv struct {
+		tenant  string
+		version int
+	}
+	in := make(map[tv]bool, len(want))
+	for _, k := range want {
+		in[tv{k.TenantID, k.Version}] = true
+	}
+	for _, k := range stored {
+		if !in[tv{k.TenantID, k.Version}] {
+			return fmt.Errorf("tenant %s key version %d is stored but not rewrapped (a key was added meanwhile; run the rotation again with no Loom serving): %w",
+				k.TenantID, k.Version, store.ErrConflict)
+		}
+	}
+	if len(stored) != len(want) {
+		return fmt.Errorf("%d key versions rewrapped, %d stored (a tenant was shredded meanwhile?): %w", len(want), len(stored), store.ErrConflict)
+	}
+	return nil
+}
+
+// SortShreds puts shreds in store.TenantShreds order: those of unknown
+// time first, then by time, ties by tenant id.
+func SortShreds(sh []store.TenantShred) {
+	slices.SortFunc(sh, func(a, b store.TenantShred) int {
+		switch {
+		case a.ShreddedAt == nil && b.ShreddedAt != nil:
+			return -1
+		case a.ShreddedAt != nil && b.ShreddedAt == nil:
+			return 1
+		case a.ShreddedAt != nil && !a.ShreddedAt.Equal(*b.ShreddedAt):
+			return a.ShreddedAt.Compare(*b.ShreddedAt)
+		}
+		return strings.Compare(a.TenantID, b.TenantID)
+	})
+}
+
+// Rotation checks a master key rotation and returns it normalised: every
+// key valid and wrapped under r.To, no (tenant, version) twice, At in the
+// stores' precision (a zero At becomes now).
+func Rotation(r store.MasterKeyRotation) (store.MasterKeyRotation, error) {
+	if !MasterKeyID(r.From) || !MasterKeyID(r.To) {
+		return r, fmt.Errorf("master key ids %q → %q: want 16 lower-case hex digits each", r.From, r.To)
+	}
+	if r.From == r.To {
+		return r, fmt.Errorf("master key %s: the new master key is the old one: %w", r.To, store.ErrConflict)
+	}
+	if r.At.IsZero() {
+		r.At = time.Now()
+	}
+	r.At = Time(r.At)
+	type tv struct {
+		tenant  string
+		version int
+	}
+	seen := make(map[tv]bool, len(r.Rewrapped)+len(r.Added))
+	norm := func(in []store.TenantKey) ([]store.TenantKey, error) {
+		out := make([]store.TenantKey, len(in))
+		for i, k := range in {
+			k, err := TenantKey(k)
+			if err != nil {
+				return nil, err
+			}
+			if k.MasterKeyID != r.To {
+				return nil, fmt.Errorf("tenant %s key version %d: wrapped under master key %s, not the new one %s", k.TenantID, k.Version, k.MasterKeyID, r.To)
+			}
+			if seen[tv{k.TenantID, k.Version}] {
+				return nil, fmt.Errorf("tenant %s key version %d: given twice: %w", k.TenantID, k.Version, store.ErrConflict)
+			}
+			seen[tv{k.TenantID, k.Version}] = true
+			out[i] = k
+		}
+		return out, nil
+	}
+	var err error
+	if r.Rewrapped, err = norm(r.Rewrapped); err != nil {
+		return r, err
+	}
+	if r.Added, err = norm(r.Added); err != nil {
+		return r, err
+	}
+	return r, nil
 }
 
 // Chain checks a chain and returns it normalised (a zero StartedAt becomes now).
