@@ -263,7 +263,7 @@ func shredState(sh store.TenantShred, current string) string {
 		}
 		return "shred pending: rotate the master key and destroy the old one (" + key + ")"
 	case sh.KeyVersions == 0 && sh.ShreddedAt != nil:
-		return "shredded (it had no data keys)"
+		return "shredded (it had no data keys: nothing to recover)"
 	case sh.MasterKeyID != "":
 		return "shredded, once master key " + sh.MasterKeyID + " (retired " + stamp(sh.CompletedAt) + ") is destroyed"
 	default:
@@ -325,15 +325,15 @@ func (c *cli) deleteTenant(ctx context.Context, f *flags, args []string) error {
 			return err
 		}
 		if !sh.Pending() {
-			fmt.Fprintf(c.stdout, "tenant %s deleted: %s; its traces can no longer be decrypted; history still verifies\n",
-				t.Name, shredState(sh, ""))
+			fmt.Fprintf(c.stdout, "tenant %s deleted: %s; history still verifies\n", t.Name, shredState(sh, ""))
 			return nil
 		}
 		key := "the current master key"
 		if sh.MasterKeyID != "" {
 			key = "master key " + sh.MasterKeyID
 		}
-		fmt.Fprintf(c.stdout, "tenant %s deleted: its data keys are deleted from the store and no Loom can decrypt its traces with them; history still verifies\n", t.Name)
+		fmt.Fprintf(c.stdout, "tenant %s deleted: its data keys are gone from the store (running gateways drop cached copies within %s), "+
+			"so Loom can no longer decrypt its traces; history still verifies\n", t.Name, seal.DefaultRefresh)
 		fmt.Fprintf(c.stdout, "SHRED PENDING: copies of the keys remain in database backups and WAL (and, on PostgreSQL, in dead rows), wrapped under %s, which still unwraps them. To complete the shred:\n", key)
 		fmt.Fprintln(c.stdout, "  1. stop Loom and run: LOOM_OLD_MASTER_KEY=<current key> LOOM_MASTER_KEY=<new key> loom keys rotate-master")
 		fmt.Fprintln(c.stdout, "  2. run Loom with the new key, and destroy every copy of the old one")

@@ -405,7 +405,8 @@ func testVerifyAndKeys(t *testing.T, backendName string) {
 	// Rotate the master key: every data key is rewrapped, no trace touched.
 	newMaster := "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
 	env := append(append([]string(nil), p.env...), "LOOM_OLD_MASTER_KEY="+testMasterKey, "LOOM_MASTER_KEY="+newMaster)
-	if out := mustRun(t, p.dir, env, "keys", "rotate-master"); !strings.Contains(out, "rewrapped") {
+	if out := mustRun(t, p.dir, env, "keys", "rotate-master"); !strings.Contains(out, "rewrapped") ||
+		!strings.Contains(out, "the data keys themselves are unchanged (only rewrapped); add --rotate-data-keys") {
 		t.Fatalf("rotate-master: %s", out)
 	}
 	// The gateway starts with the new master key and old traces still open.

@@ -515,6 +515,10 @@ func NewCluster(t testing.TB) *Cluster {
 // DSN is the superuser DSN of the cluster's "loom" database.
 func (c *Cluster) DSN() string { return c.dsn }
 
+// DataDir is the cluster's data directory (PGDATA), for tests that look at
+// what the server keeps on disk.
+func (c *Cluster) DataDir() string { return c.c.data }
+
 // Stop stops the server (fast shutdown: connections are cut), keeping its data.
 func (c *Cluster) Stop(t testing.TB) {
 	t.Helper()
