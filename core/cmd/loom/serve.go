@@ -58,6 +58,9 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkMasterKey(ctx, st, keyring.MasterKeyID()); err != nil {
+		return err
+	}
 	if err := preloadKeys(ctx, st, keyring); err != nil {
 		return err
 	}
@@ -232,6 +235,25 @@ func (p hostProviders) Provider(name string) (server.Provider, bool) {
 		return nil, false
 	}
 	return inst, true
+}
+
+// checkMasterKey refuses a master key that is not the store's current one:
+// a retired key (rotated away by keys rotate-master) or another key.
+func checkMasterKey(ctx context.Context, st store.Store, id string) error {
+	mks, err := st.MasterKeys(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range mks {
+		switch {
+		case m.ID == id && m.RetiredAt != nil:
+			return fmt.Errorf("LOOM_MASTER_KEY is master key %s, retired by keys rotate-master at %s: start Loom with the new key, and destroy this one",
+				id, stamp(m.RetiredAt))
+		case m.RetiredAt == nil && m.ID != id:
+			return fmt.Errorf("LOOM_MASTER_KEY is master key %s, but the store's data keys are wrapped under master key %s", id, m.ID)
+		}
+	}
+	return nil
 }
 
 // warnPendingShreds logs a warning while shredded tenants' keys can still

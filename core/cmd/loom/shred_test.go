@@ -163,8 +163,12 @@ func testShredSurvivesBackups(t *testing.T, backendName string) {
 		t.Errorf("the old master key no longer opens the backup: %v", err)
 	}
 	// A Loom still on the retired key cannot start.
-	if r := runLoom(t, p.dir, p.env, "serve"); r.code == 0 || !strings.Contains(r.stderr, newID) {
+	if r := runLoom(t, p.dir, p.env, "serve"); r.code == 0 || !strings.Contains(r.stderr, "LOOM_MASTER_KEY is master key "+oldID+", retired by keys rotate-master") {
 		t.Errorf("serve with the retired master key: exit %d\n%s", r.code, r.stderr)
+	}
+	other := append(append([]string(nil), p.env...), "LOOM_MASTER_KEY="+base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)))
+	if r := runLoom(t, p.dir, other, "serve"); r.code == 0 || !strings.Contains(r.stderr, "the store's data keys are wrapped under master key "+newID) {
+		t.Errorf("serve with another master key: exit %d\n%s", r.code, r.stderr)
 	}
 
 	// The other tenant: its old traces open under the new master key, its
