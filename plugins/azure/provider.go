@@ -43,7 +43,10 @@ const (
 //
 // A request's model picks the deployment: "azure/<deployment>" names it
 // directly, a model in deployments is mapped, any other model is taken as
-// the deployment's name.
+// the deployment's name. The deployment is one segment of the upstream
+// URL's path, escaped; "." and ".." are refused (in deployments at
+// configuration, in a request with a 400), since they would not name a
+// deployment but move the path to another of the resource's endpoints.
 var knownSettings = []string{"endpoint", "api_key", "api_version", "deployments", "timeout", "connect_timeout", "max_idle_conns_per_host"}
 
 func newProvider() *compat.Provider {
@@ -80,6 +83,11 @@ func parseConfig(cfg provider.Config) (config, error) {
 		connectTimeout:      v.Duration("connect_timeout", defaultConnectTimeout),
 		maxIdleConnsPerHost: v.PositiveInt("max_idle_conns_per_host", openaicompat.DefaultMaxIdleConnsPerHost),
 	}
+	for model, d := range c.deployments {
+		if dotSegment(d) {
+			v.Invalid("deployments."+model, fmt.Errorf("%q is not a deployment name: it would change the upstream URL's path", d))
+		}
+	}
 	if c.apiVersion == "" {
 		v.Invalid("api_version", errors.New(`empty: give an Azure OpenAI API version such as "`+defaultAPIVersion+`", or leave the setting out`))
 	}
@@ -102,9 +110,20 @@ func (c config) deployment(model string) string {
 	return model
 }
 
-// url returns the URL of endpoint for model's deployment.
+// dotSegment reports whether a deployment name is a dot segment, which
+// url.PathEscape leaves as it is and which any URL normaliser (Azure's
+// front door, a proxy, an API gateway) resolves: ".." would turn
+// /openai/deployments/../chat/completions into /openai/chat/completions.
+func dotSegment(deployment string) bool { return deployment == "." || deployment == ".." }
+
+// url returns the URL of endpoint for model's deployment. check refuses a
+// dot segment first; url refuses it again rather than build such a URL.
 func (c config) url(endpoint, model string) (string, error) {
-	return c.endpoint + "/openai/deployments/" + url.PathEscape(c.deployment(model)) + "/" + endpoint +
+	d := c.deployment(model)
+	if dotSegment(d) {
+		return "", fmt.Errorf("azure: deployment %q is a dot segment", d)
+	}
+	return c.endpoint + "/openai/deployments/" + url.PathEscape(d) + "/" + endpoint +
 		"?api-version=" + url.QueryEscape(c.apiVersion), nil
 }
 
@@ -114,9 +133,20 @@ func (c config) setHeaders(h http.Header) {
 }
 
 // check refuses a request whose model names no deployment, as Azure
-// answers for a deployment it does not have.
+// answers for a deployment it does not have, and (400) one whose
+// deployment is "." or "..", which would name another path than a
+// deployment's.
 func (c config) check(req *provider.Request) *openaicompat.LocalError {
-	if strings.TrimSpace(c.deployment(req.Model)) != "" {
+	d := c.deployment(req.Model)
+	if dotSegment(d) {
+		return &openaicompat.LocalError{
+			Status:  http.StatusBadRequest,
+			Message: fmt.Sprintf("The model %q names the deployment %q, which is not a valid Azure OpenAI deployment name.", req.Model, d),
+			Type:    "invalid_request_error",
+			Code:    "invalid_deployment",
+		}
+	}
+	if strings.TrimSpace(d) != "" {
 		return nil
 	}
 	return &openaicompat.LocalError{

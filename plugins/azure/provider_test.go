@@ -278,3 +278,51 @@ func TestConformance(t *testing.T) {
 		},
 	})
 }
+
+// TestDotSegmentDeployments: "." and ".." never reach the upstream's path
+// (url.PathEscape leaves them as they are, and a URL normaliser resolves
+// /openai/deployments/../chat/completions to /openai/chat/completions).
+func TestDotSegmentDeployments(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
+	defer srv.Close()
+	p := newProvider()
+	ctx := context.Background()
+	settings := `{"endpoint":"` + srv.URL + `","deployments":{"up":"..x","dots":"..."}}`
+	if err := p.Configure(ctx, provider.Config{Settings: []byte(settings), Secrets: map[string]string{"api_key": testKey}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, model := range []string{"azure/.", "azure/..", ".", ".."} {
+		resp, err := p.ChatCompletions(ctx, &provider.Request{Model: model, Body: []byte(`{}`)})
+		if err != nil || resp.Status != 400 || !strings.Contains(string(resp.Body), `"code":"invalid_deployment"`) {
+			t.Errorf("model %q: %v %d %s", model, err, resp.Status, resp.Body)
+		}
+		rec := &recorder{}
+		end, err := p.ChatCompletionsStream(ctx, &provider.Request{Model: model, Body: []byte(`{}`)}, rec)
+		if err != nil || len(rec.starts) != 1 || rec.starts[0].Status != 400 || !strings.Contains(string(end.Body), "invalid_deployment") {
+			t.Errorf("model %q stream: %v %+v", model, err, rec.starts)
+		}
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("the upstream was called %d times", n)
+	}
+	// Names that merely contain dots are deployments like any other.
+	c := defaults(config{endpoint: "https://res.openai.azure.com"})
+	for _, model := range []string{"azure/..x", "azure/...", "azure/v1.5", "azure/.hidden"} {
+		if u, err := c.url("chat/completions", model); err != nil || strings.Contains(u, "/../") || strings.Contains(u, "/./") {
+			t.Errorf("url(%s) = %q, %v", model, u, err)
+		}
+	}
+	for _, model := range []string{"azure/.", "azure/.."} {
+		if u, err := c.url("chat/completions", model); err == nil {
+			t.Errorf("url(%s) = %q, want an error", model, u)
+		}
+	}
+	// A dot segment in the deployments block is a configuration error.
+	for _, d := range []string{".", ".."} {
+		_, err := parseConfig(provider.Config{Settings: []byte(`{"deployments":{"gpt-4o":"` + d + `"}}`)})
+		if err == nil || !strings.Contains(err.Error(), `setting "deployments.gpt-4o"`) {
+			t.Errorf("deployment %q: %v", d, err)
+		}
+	}
+}
