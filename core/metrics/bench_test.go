@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -22,4 +23,20 @@ func BenchmarkObserveRequestParallel(b *testing.B) {
 			m.ObserveRequest("acme", "gpt-4o-mini", "ok", 3*time.Millisecond, 200*time.Microsecond)
 		}
 	})
+}
+
+// BenchmarkObserveRequestOverflow: a tenant cycling through more model
+// names than its budget, most of them counted under "other".
+func BenchmarkObserveRequestOverflow(b *testing.B) {
+	m := New()
+	models := make([]string, 1000)
+	for i := range models {
+		models[i] = fmt.Sprintf("model-%d", i)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		m.ObserveRequest("acme", models[i%len(models)], "ok", 3*time.Millisecond, 200*time.Microsecond)
+		i++
+	}
 }

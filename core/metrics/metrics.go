@@ -1,6 +1,16 @@
 // Package metrics exposes Loom's Prometheus metrics: requests and latency
 // by tenant, model and status, gateway overhead, the trace recorder's queue
 // and spool, and plugin restarts — with label cardinality bounded.
+//
+// Label values come from clients (model names) or operators (tenant
+// names), so each is first made a well-formed, short label value
+// (LabelValue), then admitted against a budget: the first MaxTenants
+// tenants, and for each tenant its first MaxModelsPerTenant model names,
+// get series of their own; later ones are counted under Other (a tenant
+// past its budget as model="other" under its own tenant label). A tenant's
+// model budget is its own, so no tenant's traffic can push another's
+// models into Other, and the total stays bounded: at most
+// (MaxTenants+1) × (MaxModelsPerTenant+1) tenant and model pairs.
 package metrics
 
 import (
@@ -8,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -21,8 +32,12 @@ const Other = "other"
 // names) and tenant counts must not grow the series without limit.
 const (
 	MaxTenants = 200
-	MaxModels  = 100
+	// MaxModelsPerTenant is each tenant's own budget of model names.
+	MaxModelsPerTenant = 20
 )
+
+// MaxLabelBytes bounds the length of a tenant or model label value.
+const MaxLabelBytes = 128
 
 // Metrics holds the collectors of one gateway process.
 type Metrics struct {
@@ -31,9 +46,11 @@ type Metrics struct {
 	latency  *prometheus.HistogramVec
 	overhead *prometheus.HistogramVec
 	tenants  *bounded
-	models   *bounded
+	// models holds each admitted tenant label's own model budget.
+	models sync.Map // tenant label → *bounded
 	// observers caches the collectors of each label set (a series key),
 	// saving the label hashing of WithLabelValues on every request. Its
+	// keys are label values as exposed (LabelValue, then bounded), so its
 	// size is bounded by the bounded labels.
 	observers sync.Map // series → *observer
 }
@@ -70,7 +87,6 @@ func New() *Metrics {
 			Name: "loom_gateway_overhead_seconds", Help: "Time spent in Loom, excluding the upstream's (requests that reached an upstream).", Buckets: overheadBuckets,
 		}, []string{"tenant", "model"}),
 		tenants: newBounded(MaxTenants),
-		models:  newBounded(MaxModels),
 	}
 	reg.MustRegister(m.requests, m.latency, m.overhead)
 	return m
@@ -79,13 +95,15 @@ func New() *Metrics {
 // ObserveRequest records one finished request. overhead < 0 means the
 // request never reached an upstream.
 func (m *Metrics) ObserveRequest(tenant, model, status string, total, overhead time.Duration) {
-	// A series is stored under its bounded labels, which equal the raw
-	// ones when both were admitted: a hit on the raw key needs neither
-	// bounded set (nor its lock).
+	// A series is stored under its exposed labels, which equal the raw
+	// ones when both are well-formed and were admitted: a hit on the raw
+	// key needs no sanitising and no bounded set (nor its lock). A key is
+	// only ever stored with exposed labels, which LabelValue and the
+	// budgets map to themselves, so a raw hit is the series they name.
 	k := series{tenant, model, status}
 	o, ok := m.observers.Load(k)
 	if !ok {
-		k = series{m.tenants.value(tenant), m.models.value(model), status}
+		k = m.labels(tenant, model, status)
 		o, ok = m.observers.Load(k)
 	}
 	if !ok {
@@ -144,6 +162,50 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
+// labels returns the exposed labels of a request: well-formed, short,
+// and admitted (else Other) against the tenant bound and the tenant's own
+// model budget.
+func (m *Metrics) labels(tenant, model, status string) series {
+	t := m.tenants.value(LabelValue(tenant))
+	b, ok := m.models.Load(t)
+	if !ok {
+		b, _ = m.models.LoadOrStore(t, newBounded(MaxModelsPerTenant))
+	}
+	return series{t, b.(*bounded).value(LabelValue(model)), status}
+}
+
+// LabelValue makes s a well-formed, bounded label value: each byte that is
+// not part of valid UTF-8 and each control character (U+0000–U+001F,
+// U+007F–U+009F) becomes U+FFFD, and a result longer than MaxLabelBytes is
+// cut at a character boundary and ends with "…" (U+2026), MaxLabelBytes
+// bytes at most. A value that needs neither is returned as it is, and
+// LabelValue(LabelValue(s)) == LabelValue(s).
+func LabelValue(s string) string {
+	clean := len(s) <= MaxLabelBytes
+	for i := 0; clean && i < len(s); i++ {
+		clean = s[i] >= 0x20 && s[i] < 0x7f
+	}
+	if clean {
+		return s
+	}
+	const ellipsis = "…"
+	buf := make([]byte, 0, MaxLabelBytes)
+	cut := 0              // the longest prefix of buf that leaves room for the ellipsis
+	for _, r := range s { // an invalid byte comes as utf8.RuneError
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
+			r = utf8.RuneError
+		}
+		if len(buf)+utf8.RuneLen(r) > MaxLabelBytes {
+			return string(append(buf[:cut], ellipsis...))
+		}
+		buf = utf8.AppendRune(buf, r)
+		if len(buf) <= MaxLabelBytes-len(ellipsis) {
+			cut = len(buf)
+		}
+	}
+	return string(buf)
+}
+
 // bounded admits the first max distinct values of a label; later ones
 // become Other.
 type bounded struct {
@@ -157,9 +219,13 @@ func newBounded(max int) *bounded { return &bounded{max: max, seen: make(map[str
 func (b *bounded) value(v string) string {
 	b.mu.RLock()
 	_, ok := b.seen[v]
+	full := len(b.seen) >= b.max
 	b.mu.RUnlock()
 	if ok {
 		return v
+	}
+	if full {
+		return Other
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -2,9 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/loom-runtime/loom/core/metrics"
 )
 
 // TestAzureDotSegmentDeployments: a model naming the deployment "." or
@@ -56,6 +62,96 @@ func TestAzureDotSegmentDeployments(t *testing.T) {
 	for _, s := range all {
 		if got, ok := byRequest[s.rid]; !ok || got != http.StatusBadRequest {
 			t.Errorf("%s: trace with HTTP status %d (found %v), want 400", s.model, got, ok)
+		}
+	}
+}
+
+// metricLabels matches the label set of a loom_* sample in the text
+// exposition (label values are quoted, with \\, \" and \n escaped).
+var metricLabels = regexp.MustCompile(`(?m)^(loom_[a-z_]+)\{((?:[a-z_]+="(?:[^"\\]|\\.)*",?)*)\} `)
+
+var metricLabel = regexp.MustCompile(`([a-z_]+)="((?:[^"\\]|\\.)*)"`)
+
+// TestMetricsLabels: through the real gateway, model names that are
+// huge, hold control bytes or come in hundreds stay bounded in /metrics,
+// and one tenant's flood of model names never turns another tenant's
+// model into "other".
+func TestMetricsLabels(t *testing.T) {
+	p := startProxy(t)
+	huge := "gpt-" + strings.Repeat("x", 64<<10)
+	// Sent first, while acme's model budget is still open.
+	for _, model := range []string{huge, huge + "y", "gpt-nul\x00bell\x07"} {
+		m, _ := json.Marshal(model) // control bytes as \u escapes
+		resp, body := p.post(t, "/v1/chat/completions", p.key, `{"model":`+string(m)+`,"messages":[{"role":"user","content":"hi"}]}`)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("model of %d bytes: %d %s", len(model), resp.StatusCode, body)
+		}
+	}
+	// acme floods: more distinct models than any budget.
+	const flood = 150
+	var wg sync.WaitGroup
+	jobs := make(chan int)
+	for range 4 {
+		wg.Go(func() {
+			for i := range jobs {
+				resp, body, err := p.send("/v1/chat/completions", p.key, chatBody(fmt.Sprintf("gpt-flood-%03d", i), false))
+				if err != nil || resp.StatusCode != http.StatusOK {
+					t.Errorf("flood %d: %v %s", i, err, body)
+				}
+			}
+		})
+	}
+	for i := range flood {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	// Then another tenant's first request.
+	if resp, body := p.post(t, "/v1/chat/completions", p.narrow, chatBody("gpt-narrow-1", false)); resp.StatusCode != http.StatusOK {
+		t.Fatalf("narrow: %d %s", resp.StatusCode, body)
+	}
+
+	code, out := get(t, p.gw.url+"/metrics", "Authorization", "Bearer admin-token-secret")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	t.Logf("/metrics: %d bytes", len(out))
+	if strings.ContainsRune(out, 0) {
+		t.Error("/metrics holds a NUL byte")
+	}
+	want := `loom_requests_total{model="gpt-narrow-1",status="ok",tenant="narrow"} 1`
+	if !strings.Contains(out, want) {
+		t.Errorf("/metrics lacks %s (another tenant's flood pushed it out)", want)
+	}
+	acmeModels, bad := map[string]bool{}, map[string]bool{}
+	for _, m := range metricLabels.FindAllStringSubmatch(out, -1) {
+		labels := map[string]string{}
+		for _, l := range metricLabel.FindAllStringSubmatch(m[2], -1) {
+			v := l[2]
+			labels[l[1]] = v
+			if len(v) > metrics.MaxLabelBytes || !utf8.ValidString(v) || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+				if !bad[v] {
+					t.Errorf("%s: label %s has a value of %d bytes: %.80q…", m[1], l[1], len(v), v)
+				}
+				bad[v] = true
+			}
+		}
+		if m[1] == "loom_requests_total" && labels["tenant"] == "acme" {
+			acmeModels[labels["model"]] = true
+		}
+	}
+	if n := len(acmeModels); n != metrics.MaxModelsPerTenant+1 || !acmeModels[metrics.Other] {
+		t.Errorf("acme has %d model labels (other among them: %v), want %d and other", n, acmeModels[metrics.Other], metrics.MaxModelsPerTenant)
+	}
+	// The sanitised names: control bytes replaced, huge names cut with an
+	// ellipsis; the two huge names share their first bytes, so one series.
+	cut := metrics.LabelValue(huge)
+	if len(cut) > metrics.MaxLabelBytes || !strings.HasSuffix(cut, "…") || cut != metrics.LabelValue(huge+"y") {
+		t.Fatalf("LabelValue(huge) = %.40q… (%d bytes)", cut, len(cut))
+	}
+	for model, n := range map[string]string{"gpt-nul\uFFFDbell\uFFFD": "1", cut: "2"} {
+		if line := fmt.Sprintf(`loom_requests_total{model=%q,status="ok",tenant="acme"} %s`, model, n); !strings.Contains(out, line) {
+			t.Errorf("/metrics lacks %s", line)
 		}
 	}
 }
