@@ -110,11 +110,15 @@ func (b Break) String() string {
 	return fmt.Sprintf("chain %s, seq %d (trace %s): %s", b.ChainID, b.Seq, b.TraceID, b.Reason)
 }
 
-// ChainReport is the verification result of one chain.
+// ChainReport is the verification result of one chain. Positions are
+// chain sequence numbers, 1-based: a chain's first trace is seq 1 (the
+// first after a tombstone is its LastSeq+1).
 type ChainReport struct {
-	ChainID   string
-	Traces    int64 // traces checked
-	Tombstone bool  // the chain starts after a retention tombstone
+	ChainID string
+	// Traces counts the traces that verified: the whole chain, or those
+	// before its first break (the break's own trace is not one of them).
+	Traces    int64
+	Tombstone bool // the chain starts after a retention tombstone
 	Break     *Break
 	// TenantTraces counts the traces of the tenant asked about (all when none).
 	TenantTraces int64
@@ -179,7 +183,6 @@ func verifyChain(ctx context.Context, st store.TraceStore, chainID string, start
 			if rep.Break != nil {
 				continue // keep counting the tenant's rows; report the first break only
 			}
-			rep.Traces++
 			brk := func(reason string) {
 				rep.Break = &Break{ChainID: chainID, Seq: t.ChainSeq, TraceID: t.ID, Reason: reason}
 			}
@@ -190,6 +193,8 @@ func verifyChain(ctx context.Context, st store.TraceStore, chainID string, start
 				brk(fmt.Sprintf("links to previous hash %s, but the previous trace hashes to %s", short(t.PrevHash), short(prev)))
 			case !bytes.Equal(ChainHash(t), t.Hash):
 				brk("its content does not match its hash: the row was changed after it was written")
+			default:
+				rep.Traces++
 			}
 			prev, seq = t.Hash, t.ChainSeq
 		}

@@ -222,6 +222,10 @@ func TestVerifyCatchesTampering(t *testing.T) {
 			if len(reports) != 1 || reports[0].Break == nil || reports[0].Break.Seq != 5 || reports[0].Break.TraceID != victim {
 				t.Fatalf("tampered %s not caught at seq 5: %+v", tc.column, reports)
 			}
+			// Seqs 1 to 4 verified; seq 5 is the break, not a good trace.
+			if reports[0].Traces != 4 {
+				t.Fatalf("tampered %s: %d good traces reported before seq 5, want 4", tc.column, reports[0].Traces)
+			}
 		})
 	}
 }

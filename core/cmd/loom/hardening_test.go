@@ -1,16 +1,21 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/loom-runtime/loom/core/metrics"
+	"github.com/loom-runtime/loom/core/store"
 )
 
 // TestAzureDotSegmentDeployments: a model naming the deployment "." or
@@ -153,5 +158,56 @@ func TestMetricsLabels(t *testing.T) {
 		if line := fmt.Sprintf(`loom_requests_total{model=%q,status="ok",tenant="acme"} %s`, model, n); !strings.Contains(out, line) {
 			t.Errorf("/metrics lacks %s", line)
 		}
+	}
+}
+
+// TestVerifyReportsExactPosition: `loom verify` on a tampered store names
+// the break by its chain sequence number (1-based: a chain's first trace
+// is seq 1, as the README says) and counts exactly the traces that
+// verified before it — on SQLite and PostgreSQL.
+func TestVerifyReportsExactPosition(t *testing.T) {
+	for _, backendName := range []string{"sqlite", "postgres"} {
+		t.Run(backendName, func(t *testing.T) {
+			var extra []string
+			if backendName == "postgres" {
+				extra = storeEnv(t, "postgres")
+			}
+			p := startProxy(t, extra...)
+			const n = 10
+			for range n {
+				p.post(t, "/v1/chat/completions", p.key, chatBody("gpt-ok", false))
+			}
+			st := openStore(t, p)
+			waitTraces(t, st, "acme", n)
+			p.gw.stop(t, syscall.SIGTERM)
+			bySeq := map[int64]store.Trace{}
+			for _, tr := range traces(t, st, "acme") {
+				bySeq[tr.ChainSeq] = tr
+			}
+			if len(bySeq) != n || bySeq[1].ID == "" || bySeq[n].ID == "" {
+				t.Fatalf("chain seqs %v, want 1 to %d", slices.Sorted(maps.Keys(bySeq)), n)
+			}
+			chain := bySeq[1].ChainID
+			tamper := st.(interface {
+				TamperTrace(ctx context.Context, id, column string, value any) error
+			})
+			for _, tc := range []struct {
+				seq  int64
+				good int
+			}{{7, 6}, {1, 0}} { // the second tampering moves the first break to seq 1
+				victim := bySeq[tc.seq].ID
+				if err := tamper.TamperTrace(context.Background(), victim, "status", "forged"); err != nil {
+					t.Fatal(err)
+				}
+				want := fmt.Sprintf("chain %s: BROKEN after %d good traces: chain %s, seq %d (trace %s): its content does not match its hash",
+					chain, tc.good, chain, tc.seq, victim)
+				for _, args := range [][]string{{"verify"}, {"verify", "--tenant", "acme"}} {
+					r := runLoom(t, p.dir, p.env, args...)
+					if r.code != 1 || !strings.Contains(r.stdout, want) {
+						t.Errorf("loom %s after tampering with seq %d: exit %d\n%s\nwant a line starting %q", strings.Join(args, " "), tc.seq, r.code, r.stdout, want)
+					}
+				}
+			}
+		})
 	}
 }
