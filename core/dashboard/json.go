@@ -126,7 +126,27 @@ type detailJSON struct {
 	Message        any         `json:"message"`
 	Chain          chainJSON   `json:"chain"`
 	Readable       bool        `json:"readable"`
+	// Unreadable says why the bodies are not shown (null when readable):
+	// one of the unreadable* reasons.
+	Unreadable *string `json:"unreadable"`
 }
+
+// Why a trace's bodies cannot be shown. Shredding is an operator's
+// decision; the other two mean the stored row does not match what Loom
+// wrote, and must never be shown as if it were a shred.
+const (
+	// unreadableShredded: the tenant's data keys were destroyed (or the
+	// trace was recorded after the tenant's deletion, its bodies discarded).
+	unreadableShredded = "shredded"
+	// unreadableAuthFailed: a body failed AES-GCM authentication: its
+	// ciphertext, nonce or tag was altered, or it was moved from another
+	// trace, field or tenant — possibly tampered.
+	unreadableAuthFailed = "failed_authentication"
+	// unreadableMissingKey: the trace names a data key version its tenant
+	// never had, or carries sealed bodies without a key version — possibly
+	// tampered.
+	unreadableMissingKey = "missing_key"
+)
 
 func detailOf(t *store.Trace, tenant string) detailJSON {
 	d := detailJSON{

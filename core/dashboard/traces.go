@@ -213,26 +213,64 @@ func (a *API) getTrace(w http.ResponseWriter, r *http.Request, c caller) error {
 	return writeJSON(w, http.StatusOK, d)
 }
 
-// open decrypts the bodies of t into d. A tenant whose keys were shredded
-// (or a trace recorded after the shred, whose bodies were discarded), and a
-// field that fails authentication (logged), make the trace unreadable; any
-// other failure is an error.
+// open decrypts the bodies of t into d. A trace whose bodies cannot be
+// opened is still shown, its metadata only, with the reason in
+// d.Unreadable: "shredded" when its tenant was deleted and its keys
+// destroyed (or the trace was recorded after the deletion, its bodies
+// discarded), "failed_authentication" when a body fails AES-GCM
+// authentication, and "missing_key" when the trace names a key version
+// its (not deleted) tenant does not have (both logged as errors: the row
+// was altered or moved). Any other failure is an error.
 func (a *API) open(ctx context.Context, t *store.Trace, d *detailJSON) error {
-	if t.KeyVersion == 0 {
-		return nil // no key: the tenant was deleted before the bodies could be sealed
-	}
-	var bodies [3][]byte
-	for i, f := range []struct {
+	fields := []struct {
 		name string
 		s    store.Sealed
-	}{{seal.FieldRequest, t.Request}, {seal.FieldResponse, t.Response}, {seal.FieldMessage, t.Message}} {
+	}{{seal.FieldRequest, t.Request}, {seal.FieldResponse, t.Response}, {seal.FieldMessage, t.Message}}
+	unreadable := func(reason string) error {
+		d.Unreadable = &reason
+		return nil
+	}
+	if t.KeyVersion == 0 {
+		// No key: the tenant was deleted before the bodies could be
+		// sealed, so there are none. Sealed bodies without a key version,
+		// or no key version for a tenant that is not deleted, are not
+		// something Loom writes.
+		deleted, err := a.tenantDeleted(ctx, t.TenantID)
+		if err != nil {
+			return err
+		}
+		sealed := false
+		for _, f := range fields {
+			sealed = sealed || f.s.Ciphertext != nil
+		}
+		if sealed || !deleted {
+			a.log.Error("a trace has no key version, yet sealed bodies or a tenant that is not deleted: the row was altered", "trace", t.ID)
+			return unreadable(unreadableMissingKey)
+		}
+		return unreadable(unreadableShredded)
+	}
+	var bodies [3][]byte
+	for i, f := range fields {
 		b, err := a.o.Keyring.Open(ctx, t.TenantID, t.KeyVersion, t.ID, f.name, f.s)
 		switch {
+		case errors.Is(err, seal.ErrShredded):
+			return unreadable(unreadableShredded)
 		case errors.Is(err, seal.ErrNoKey):
-			return nil
+			// A keyring that never held the tenant's keys (a process
+			// started after the shred) cannot tell a shred from a key
+			// that never existed; the tenant's status can.
+			deleted, err := a.tenantDeleted(ctx, t.TenantID)
+			if err != nil {
+				return err
+			}
+			if deleted {
+				return unreadable(unreadableShredded)
+			}
+			a.log.Error("a trace names a data key version its tenant does not have: the row was altered", "trace", t.ID, "key_version", t.KeyVersion)
+			return unreadable(unreadableMissingKey)
 		case errors.Is(err, seal.ErrOpen):
 			a.log.Error("a trace body failed authentication: the row was altered or moved", "trace", t.ID, "field", f.name)
-			return nil
+			return unreadable(unreadableAuthFailed)
 		case err != nil:
 			return err
 		}
@@ -247,4 +285,18 @@ func (a *API) open(ctx context.Context, t *store.Trace, d *detailJSON) error {
 	}
 	d.Message = jsonOrString(bodies[2])
 	return nil
+}
+
+// tenantDeleted reports whether the store lists the tenant as deleted.
+func (a *API) tenantDeleted(ctx context.Context, tenantID string) (bool, error) {
+	ts, err := a.o.Store.ListTenants(ctx)
+	if err != nil {
+		return false, fmt.Errorf("list tenants: %w", err)
+	}
+	for _, tn := range ts {
+		if tn.ID == tenantID {
+			return tn.Status == store.TenantDeleted, nil
+		}
+	}
+	return false, nil
 }

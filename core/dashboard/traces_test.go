@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
@@ -15,7 +16,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/gorilla/mux"
 
+	"github.com/loom-runtime/loom/core/auth"
+	"github.com/loom-runtime/loom/core/seal"
 	"github.com/loom-runtime/loom/core/store"
 	"github.com/loom-runtime/loom/core/trace"
 )
@@ -75,7 +79,8 @@ type detailT struct {
 		Seq  int64  `json:"seq"`
 		Hash string `json:"hash"`
 	} `json:"chain"`
-	Readable bool `json:"readable"`
+	Readable   bool    `json:"readable"`
+	Unreadable *string `json:"unreadable"`
 }
 
 var summaryKeys = []string{"id", "tenant", "request_id", "endpoint", "stream", "model", "upstream_model", "provider",
@@ -435,13 +440,13 @@ func TestTraceDetail(t *testing.T) {
 				t.Fatalf("status %d: %s", resp.StatusCode, body)
 			}
 			wantKeys(t, body, append(slices.Clone(summaryKeys), "plugin", "price_version", "config_hash", "key_version",
-				"upstream_ttfb_ms", "request", "response", "message", "chain", "readable")...)
+				"upstream_ttfb_ms", "request", "response", "message", "chain", "readable", "unreadable")...)
 			d := decodeStrict[detailT](t, body)
 			checkSummary(t, e, d.summaryT, s)
 			if a, b := mustJSON(t, d.summaryT), mustJSON(t, listed[s.id]); !bytes.Equal(a, b) {
 				t.Errorf("detail summary %s differs from the listing's %s", a, b)
 			}
-			if !d.Readable || d.KeyVersion != 1 || d.Plugin == nil || d.Plugin.Name != "openai" || d.Plugin.Version != "1.0.0" ||
+			if !d.Readable || d.Unreadable != nil || d.KeyVersion != 1 || d.Plugin == nil || d.Plugin.Name != "openai" || d.Plugin.Version != "1.0.0" ||
 				d.ConfigHash == nil || *d.ConfigHash != "cfg-hash" {
 				t.Errorf("readable/key_version/plugin/config_hash: %s", body)
 			}
@@ -554,16 +559,79 @@ func TestShreddedTraceIsUnreadable(t *testing.T) {
 				t.Fatalf("status %d: %s", resp.StatusCode, body)
 			}
 			d := decodeStrict[detailT](t, body)
-			if d.Readable || string(d.Request) != "null" || string(d.Response) != "null" || string(d.Message) != "null" {
+			if d.Readable || string(d.Request) != "null" || string(d.Response) != "null" || string(d.Message) != "null" ||
+				d.Unreadable == nil || *d.Unreadable != "shredded" {
 				t.Fatalf("shredded trace: %s", body)
 			}
 			if d.ID != s.id || d.Tenant != "carol" || d.Model != s.model {
 				t.Fatalf("metadata lost: %s", body)
 			}
 		}
+		// A process that never held the tenant's keys (a gateway started
+		// after the shred) tells a shred just the same.
+		fresh, err := seal.NewKeyring(bytes.Repeat([]byte{7}, 32), st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		api := New(Options{Store: st, Keyring: fresh, AdminToken: adminToken, Auth: auth.New(st, auth.Options{})})
+		r := mux.NewRouter()
+		api.Register(r)
+		for _, s := range []*seed{before, after} {
+			req := httptest.NewRequest("GET", "/api/v1/traces/"+s.id, nil)
+			req.Header.Set("Authorization", "Bearer "+adminToken)
+			rec := httptest.NewRecorder()
+			r.ServeHTTP(rec, req)
+			d := decodeStrict[detailT](t, rec.Body.Bytes())
+			if rec.Code != 200 || d.Readable || d.Unreadable == nil || *d.Unreadable != "shredded" {
+				t.Fatalf("shredded trace, seen by a new process: %d %s", rec.Code, rec.Body)
+			}
+		}
 		// The deleted tenant's key no longer works at all.
 		resp, body := e.request(t, "GET", "/api/v1/traces", c.key, "")
 		wantError(t, resp, body, 401, "invalid_request_error", "invalid_api_key", "")
+	})
+}
+
+// A trace altered behind Loom's back is unreadable for a reason of its
+// own, never "shredded": a body that fails authentication, a key version
+// the tenant never had, sealed bodies without a key version, no key
+// version for a tenant that is not deleted.
+func TestTamperedTraceIsNotShredded(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st store.Store) {
+		tamper, ok := st.(interface {
+			TamperTrace(ctx context.Context, id, column string, value any) error
+		})
+		if !ok {
+			t.Fatalf("%T cannot tamper", st)
+		}
+		e := newEnv(t, st)
+		ctx := context.Background()
+		for i, tc := range []struct {
+			column string
+			value  any
+			want   string
+		}{
+			{"request_ct", []byte("forged ciphertext, no valid tag"), "failed_authentication"},
+			{"response_nonce", make([]byte, 12), "failed_authentication"},
+			{"key_version", int64(9), "missing_key"},
+			{"key_version", int64(0), "missing_key"}, // sealed bodies, and acme is not deleted
+		} {
+			s := newSeed(randFor(10+i), e.a, time.Now().Add(-time.Minute))
+			e.submit(t, s)
+			if err := tamper.TamperTrace(ctx, s.id, tc.column, tc.value); err != nil {
+				t.Fatal(err)
+			}
+			for _, key := range []string{e.a.key, adminToken} {
+				resp, body := e.request(t, "GET", "/api/v1/traces/"+s.id, key, "")
+				if resp.StatusCode != 200 {
+					t.Fatalf("%s: status %d: %s", tc.column, resp.StatusCode, body)
+				}
+				d := decodeStrict[detailT](t, body)
+				if d.Readable || d.Unreadable == nil || *d.Unreadable != tc.want || string(d.Request) != "null" || d.ID != s.id {
+					t.Errorf("%s = %v: %s; want unreadable %q", tc.column, tc.value, body, tc.want)
+				}
+			}
+		}
 	})
 }
 

@@ -54,10 +54,7 @@ function render(t) {
       t.upstream_model && t.upstream_model !== t.model ? ` (as ${t.upstream_model})` : '')));
 
   if (t.error) out.push(h('p', {class: 'banner error', role: 'alert', 'data-testid': 'trace-error'}, h('strong', null, 'Error: '), t.error));
-  if (t.readable === false) {
-    out.push(h('p', {class: 'banner warn', 'data-testid': 'trace-unreadable'},
-      "This trace's bodies can no longer be read: the tenant's keys were shredded. Its metadata remains."));
-  }
+  if (t.readable === false) out.push(unreadableBanner(t));
   if (t.message && t.message.x_loom && t.message.x_loom.response_truncated) {
     out.push(h('p', {class: 'banner warn'}, 'The recorded stream was truncated at the trace size limit.'));
   }
@@ -69,6 +66,30 @@ function render(t) {
   out.push(raw(t));
   out.push(meta(t));
   return out;
+}
+
+// Why the bodies are not shown (the API's "unreadable"). A shred is an
+// operator's decision; the other reasons mean the stored row is not what
+// Loom wrote, and are shown as errors, never as a shred.
+function unreadableBanner(t) {
+  const reason = t.unreadable || 'unknown';
+  const attrs = (cls) => ({class: ['banner', cls], 'data-testid': 'trace-unreadable', 'data-reason': reason,
+    role: cls === 'error' ? 'alert' : null});
+  switch (reason) {
+    case 'shredded':
+      return h('p', attrs('warn'),
+        "This trace's bodies can no longer be read: the tenant's keys were shredded. Its metadata remains.");
+    case 'failed_authentication':
+      return h('p', attrs('error'), h('strong', null, 'Failed authentication — possibly tampered. '),
+        "This trace's stored bodies do not authenticate under its tenant's key: they were altered, or moved " +
+        'from another trace or tenant. The metadata below is as stored; run loom verify to check the hash chains.');
+    case 'missing_key':
+      return h('p', attrs('error'), h('strong', null, 'Missing key — possibly tampered. '),
+        `This trace names data key version ${t.key_version}, which its tenant does not have. ` +
+        'The metadata below is as stored; run loom verify to check the hash chains.');
+    default:
+      return h('p', attrs('error'), "This trace's bodies cannot be read.");
+  }
 }
 
 function stat(label, value, testid, sub) {
