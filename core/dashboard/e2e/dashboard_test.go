@@ -285,8 +285,8 @@ func TestDashboard(t *testing.T) {
 		chromedp.SendKeys(testid("login-key"), "loom_thisKeyDoesNotExist0000000000000000"),
 		chromedp.Click(testid("login-submit")))
 	b.waitJS("the refusal", `document.querySelector('[data-testid="login-message"]').textContent.includes('refused')`)
-	if v := eval[bool](b, `localStorage.getItem('loom.dashboard.key') === null`); !v {
-		t.Error("a refused key stayed in localStorage")
+	if v := eval[bool](b, `localStorage.getItem('loom.dashboard.key') === null && sessionStorage.getItem('loom.dashboard.key') === null`); !v {
+		t.Error("a refused key stayed in storage")
 	}
 	b.do("sign in", chromedp.SendKeys(testid("login-key"), g.key), chromedp.Click(testid("login-submit")),
 		chromedp.WaitVisible(css(`[data-testid="cards"][data-state="ready"]`)))
@@ -458,7 +458,8 @@ func TestDashboard(t *testing.T) {
 	// Log out: the key is gone, also after a reload.
 	b.do("log out", chromedp.Click(testid("logout")), chromedp.WaitVisible(testid("login-key")))
 	b.do("reload", chromedp.Reload(), chromedp.WaitVisible(testid("login-key")))
-	if !eval[bool](b, `localStorage.getItem('loom.dashboard.key') === null && document.getElementById('app').hidden`) {
+	if !eval[bool](b, `localStorage.getItem('loom.dashboard.key') === null && sessionStorage.getItem('loom.dashboard.key') === null &&
+		document.getElementById('app').hidden`) {
 		t.Error("logged out, but the key or the dashboard is still there")
 	}
 

@@ -1,7 +1,19 @@
 // The dashboard API client (see core/dashboard/API.md). Every call sends the
 // stored key as a bearer token; a 401 forgets the key and signs out.
 
+// The key — a tenant key or the admin token — lives in sessionStorage: it
+// survives a reload of the tab, but is never written to the browser
+// profile's persistent storage, is not shared with other tabs, and is gone
+// when the tab (or the browser) closes. Versions before this one kept it in
+// localStorage, where it outlived the session on disk; any such value is
+// deleted, not reused.
 const KEY_STORAGE = 'loom.dashboard.key';
+
+try {
+  localStorage.removeItem(KEY_STORAGE);
+} catch {
+  // storage disabled: nothing was left there
+}
 
 // Relative to the page, so a path prefix in front of Loom keeps working:
 // /dashboard/ → /api/v1/.
@@ -16,23 +28,34 @@ export class ApiError extends Error {
   }
 }
 
+// Without sessionStorage (disabled by the browser), the key is kept in
+// memory only: signing in works until the page is reloaded.
+let memoryKey = '';
+
 export function getKey() {
   try {
-    return localStorage.getItem(KEY_STORAGE) || '';
+    return sessionStorage.getItem(KEY_STORAGE) || memoryKey;
   } catch {
-    return '';
+    return memoryKey;
   }
 }
 
 export function setKey(key) {
-  localStorage.setItem(KEY_STORAGE, key);
+  try {
+    sessionStorage.setItem(KEY_STORAGE, key);
+  } catch {
+    memoryKey = key;
+  }
 }
 
 export function clearKey() {
-  try {
-    localStorage.removeItem(KEY_STORAGE);
-  } catch {
-    // storage disabled: nothing to clear
+  memoryKey = '';
+  for (const storage of ['sessionStorage', 'localStorage']) {
+    try {
+      window[storage].removeItem(KEY_STORAGE);
+    } catch {
+      // storage disabled: nothing to clear
+    }
   }
 }
 

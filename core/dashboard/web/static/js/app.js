@@ -6,6 +6,9 @@ import * as overview from './overview.js';
 import * as traces from './traces.js';
 import * as trace from './trace.js';
 
+// Tells the dashboard's other tabs of a log-out.
+const signOuts = typeof BroadcastChannel === 'function' ? new BroadcastChannel('loom.dashboard') : null;
+
 let started = false;
 let listScroll = 0;
 
@@ -105,6 +108,7 @@ function init() {
   $('#login-form').addEventListener('submit', signIn);
   $('#logout').addEventListener('click', () => {
     clearKey();
+    if (signOuts) signOuts.postMessage('signed-out');
     history.replaceState(null, '', location.pathname + location.search);
     showLogin('');
   });
@@ -126,12 +130,15 @@ function init() {
       location.hash = '#/';
     }
   });
-  // Another tab logged out or in.
-  window.addEventListener('storage', (e) => {
-    if (e.key !== 'loom.dashboard.key') return;
-    if (!getKey()) showLogin('Signed out in another tab.');
-    else if (!started) showApp();
-  });
+  // Each tab signs in on its own (the key is in sessionStorage, see
+  // api.js); logging out in one tab logs out the others.
+  if (signOuts) {
+    signOuts.addEventListener('message', (e) => {
+      if (e.data !== 'signed-out' || !getKey()) return;
+      clearKey();
+      showLogin('Signed out in another tab.');
+    });
+  }
   if (getKey()) showApp();
   else showLogin('');
 }
