@@ -47,6 +47,11 @@ type Options struct {
 	// started) the live tail keeps looking for traces stored late: long
 	// streams, batched or spooled writes, other replicas. Default 2 minutes.
 	LiveLookback time.Duration
+	// LiveMaxPerTenant bounds the live tails open at once for one tenant
+	// (its keys together), and for the admin token. Default 10.
+	LiveMaxPerTenant int
+	// LiveMaxTotal bounds the live tails open at once in all. Default 100.
+	LiveMaxTotal int
 }
 
 // API serves /api/v1.
@@ -58,6 +63,7 @@ type API struct {
 
 	// Live tail tuning (rows per store read, reads per poll).
 	livePage, livePages int
+	hub                 *liveHub
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -80,14 +86,27 @@ func New(o Options) *API {
 	if o.LiveLookback <= 0 {
 		o.LiveLookback = 2 * time.Minute
 	}
-	return &API{o: o, log: o.Logger, now: o.Now, admin: auth.NewAdminToken(o.AdminToken),
+	if o.LiveMaxPerTenant <= 0 {
+		o.LiveMaxPerTenant = defaultLiveMaxPerTenant
+	}
+	if o.LiveMaxTotal <= 0 {
+		o.LiveMaxTotal = defaultLiveMaxTotal
+	}
+	a := &API{o: o, log: o.Logger, now: o.Now, admin: auth.NewAdminToken(o.AdminToken),
 		livePage: 500, livePages: 10, closed: make(chan struct{})}
+	a.hub = newLiveHub(a, o.LiveMaxPerTenant, o.LiveMaxTotal)
+	return a
 }
 
-// Close ends every live tail (call it when the server starts shutting
-// down, so open dashboards do not hold the shutdown up). Other endpoints
-// keep working.
-func (a *API) Close() { a.closeOnce.Do(func() { close(a.closed) }) }
+// Close ends every live tail and stops their pollers (call it when the
+// server starts shutting down, so open dashboards do not hold the shutdown
+// up). Other endpoints keep working.
+func (a *API) Close() {
+	a.closeOnce.Do(func() {
+		close(a.closed)
+		a.hub.close()
+	})
+}
 
 // Register mounts every route under /api/v1 on r. Unknown paths are 404
 // and other methods 405, before authentication, in the OpenAI envelope.

@@ -3,8 +3,10 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/loom-runtime/loom/core/apierror"
@@ -23,15 +25,36 @@ import (
 // Only traces stored more than LiveLookback after their request started are
 // missed. Reads are bounded per poll; under load the look-back shrinks so
 // the tail keeps up with the newest traces.
+//
+// That re-reading is done once per scope, not once per client: every
+// stream of the same scope (a tenant; or the admin's all-tenant view)
+// shares one feed — one poller and its tail — which encodes each new trace
+// once and hands it to every subscriber. A feed starts with its first
+// subscriber and stops with its last. Open streams are bounded per caller
+// (each tenant, and the admin) and in total (Options.LiveMaxPerTenant,
+// LiveMaxTotal); a stream over a bound is refused with 429
+// too_many_live_tails before it starts.
 func (a *API) live(w http.ResponseWriter, r *http.Request, c caller) error {
 	v, err := a.viewOf(r, c)
 	if err != nil {
 		return err
 	}
 	ctx := r.Context()
-	t := &tail{a: a, v: v, seen: map[string]store.TraceCursor{}}
-	if err := t.prime(ctx); err != nil {
-		return apierror.Internal(fmt.Errorf("live: %w", err))
+	release, err := a.hub.admit(c)
+	if err != nil {
+		return err
+	}
+	defer release()
+	sub, err := a.hub.join(ctx, v)
+	switch {
+	case errors.Is(err, errLiveClosed):
+		sub = nil // shutting down: the stream opens and ends at once
+	case err != nil && ctx.Err() != nil:
+		return nil // the client left while the feed was starting
+	case err != nil:
+		return err
+	default:
+		defer a.hub.leave(sub)
 	}
 
 	rc := http.NewResponseController(w)
@@ -41,12 +64,12 @@ func (a *API) live(w http.ResponseWriter, r *http.Request, c caller) error {
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
 	// A first comment, so the client (and any proxy) sees the stream open.
-	if !send(w, rc, []byte(": connected\n\n")) {
+	if !send(w, rc, []byte(": connected\n\n")) || sub == nil {
 		return nil
 	}
 
-	poll := time.NewTicker(a.o.LivePoll)
-	defer poll.Stop()
+	check := time.NewTicker(a.o.LivePoll)
+	defer check.Stop()
 	keep := time.NewTicker(a.o.KeepAlive)
 	defer keep.Stop()
 	for {
@@ -59,37 +82,254 @@ func (a *API) live(w http.ResponseWriter, r *http.Request, c caller) error {
 			if !send(w, rc, []byte(": keep-alive\n\n")) {
 				return nil
 			}
-		case <-poll.C:
+		case <-check.C:
 			// A key revoked (or a tenant disabled) while the stream is open
 			// ends it, within the authenticator's cache TTL.
 			if _, err := a.authenticate(r); err != nil {
 				a.log.Info("live tail: credentials no longer valid; stream ended", "error", err)
 				return nil
 			}
-			rows, err := t.poll(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				a.log.Warn("live tail: store read failed; retrying", "error", err)
-			}
-			if len(rows) == 0 {
-				continue
-			}
-			var buf []byte
-			for _, s := range a.summaries(ctx, v, rows) {
-				b, err := json.Marshal(s)
-				if err != nil {
-					a.log.Error("live tail: encode trace", "trace", s.ID, "error", err)
-					continue
-				}
-				buf = append(buf, "data: "...)
-				buf = append(buf, b...)
-				buf = append(buf, "\n\n"...)
-			}
-			if !send(w, rc, buf) {
+		case b, ok := <-sub.events:
+			if !ok {
+				// The feed dropped this stream: it fell too far behind.
+				a.log.Warn("live tail: the client reads too slowly; stream ended")
 				return nil
 			}
+			if !send(w, rc, b) {
+				return nil
+			}
+		}
+	}
+}
+
+// Default bounds of the live tail (see Options).
+const (
+	defaultLiveMaxPerTenant = 10
+	defaultLiveMaxTotal     = 100
+	// liveBacklog is how many polls' worth of events a subscriber may
+	// have waiting; a client further behind has its stream ended. (The
+	// events of a poll are one buffer shared by every subscriber.)
+	liveBacklog = 16
+)
+
+// liveHub admits live tails against the bounds and runs one feed per scope.
+type liveHub struct {
+	a           *API
+	perCaller   int
+	total       int
+	ctx         context.Context // canceled by API.Close: every feed stops
+	stopAll     context.CancelFunc
+	mu          sync.Mutex
+	open        map[string]int // caller → open streams
+	openTotal   int
+	feeds       map[store.Scope]*feed
+	feedsActive sync.WaitGroup
+}
+
+func newLiveHub(a *API, perCaller, total int) *liveHub {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &liveHub{a: a, perCaller: perCaller, total: total, ctx: ctx, stopAll: cancel,
+		open: map[string]int{}, feeds: map[store.Scope]*feed{}}
+}
+
+// admit counts a new stream of c against the bounds; release uncounts it.
+func (h *liveHub) admit(c caller) (release func(), err error) {
+	who := "admin"
+	if !c.admin {
+		who = "tenant:" + c.tenantID
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.open[who] >= h.perCaller:
+		subject := "this tenant"
+		if c.admin {
+			subject = "the admin token"
+		}
+		return nil, tooManyLiveTails(fmt.Sprintf("Too many live tails are open for %s: at most %d at once. Close one (another dashboard tab or client) and retry.", subject, h.perCaller))
+	case h.openTotal >= h.total:
+		return nil, tooManyLiveTails(fmt.Sprintf("Loom serves at most %d live tails at once, and all are in use. Retry later.", h.total))
+	}
+	h.open[who]++
+	h.openTotal++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.open[who]--; h.open[who] == 0 {
+				delete(h.open, who)
+			}
+			h.openTotal--
+		})
+	}, nil
+}
+
+func tooManyLiveTails(msg string) error {
+	return apierror.New(http.StatusTooManyRequests, apierror.TypeRateLimit, "too_many_live_tails", msg)
+}
+
+// feed is the poller of one scope and the streams it serves.
+type feed struct {
+	h      *liveHub
+	scope  store.Scope
+	v      view
+	tail   *tail
+	primed chan struct{} // closed once the tail is primed (or failed to)
+	err    error         // the prime's error, set before primed is closed
+	ctx    context.Context
+	cancel context.CancelFunc
+	subs   map[*subscriber]struct{} // guarded by h.mu
+}
+
+// subscriber is one stream of a feed.
+type subscriber struct {
+	f      *feed
+	events chan []byte // SSE events; closed when the feed drops the stream
+}
+
+// errLiveClosed: the API is closed (shutting down); no feed starts.
+var errLiveClosed = errors.New("live tail: closed")
+
+// join subscribes to the feed of v's scope, starting it (and priming its
+// tail) if it is the first stream of that scope.
+func (h *liveHub) join(ctx context.Context, v view) (*subscriber, error) {
+	h.mu.Lock()
+	if h.ctx.Err() != nil {
+		h.mu.Unlock()
+		return nil, errLiveClosed
+	}
+	f, ok := h.feeds[v.scope]
+	if !ok {
+		fctx, cancel := context.WithCancel(h.ctx)
+		f = &feed{h: h, scope: v.scope, v: v, primed: make(chan struct{}), ctx: fctx, cancel: cancel,
+			tail: &tail{a: h.a, v: v, seen: map[string]store.TraceCursor{}}, subs: map[*subscriber]struct{}{}}
+		h.feeds[v.scope] = f
+	}
+	sub := &subscriber{f: f, events: make(chan []byte, liveBacklog)}
+	f.subs[sub] = struct{}{}
+	h.mu.Unlock()
+
+	if !ok {
+		// Primed on the feed's context, not the first client's: the
+		// streams that join meanwhile wait for the same prime.
+		f.err = f.tail.prime(f.ctx)
+		close(f.primed)
+		if f.err == nil {
+			h.mu.Lock()
+			// Started under the lock, and only while the hub runs: close
+			// never waits for a feed started after it.
+			if h.ctx.Err() == nil {
+				h.feedsActive.Add(1)
+				go f.run()
+			}
+			h.mu.Unlock()
+		}
+	}
+	select {
+	case <-f.primed:
+	case <-ctx.Done():
+		h.leave(sub)
+		return nil, ctx.Err()
+	}
+	if f.err != nil {
+		h.leave(sub)
+		h.mu.Lock()
+		if h.feeds[f.scope] == f {
+			delete(h.feeds, f.scope) // the next stream tries again
+		}
+		h.mu.Unlock()
+		if h.ctx.Err() != nil {
+			return nil, errLiveClosed
+		}
+		return nil, apierror.Internal(fmt.Errorf("live: %w", f.err))
+	}
+	return sub, nil
+}
+
+// leave unsubscribes sub (if the feed has not dropped it already).
+func (h *liveHub) leave(sub *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := sub.f.subs[sub]; ok {
+		sub.f.removeLocked(sub)
+	}
+}
+
+// removeLocked unsubscribes sub; the last stream of a feed stops it.
+// h.mu must be held.
+func (f *feed) removeLocked(sub *subscriber) {
+	h := f.h
+	delete(f.subs, sub)
+	if len(f.subs) == 0 {
+		if h.feeds[f.scope] == f {
+			delete(h.feeds, f.scope)
+		}
+		f.cancel()
+	}
+}
+
+// close stops every feed and waits for their goroutines.
+func (h *liveHub) close() {
+	h.mu.Lock()
+	h.stopAll()
+	h.mu.Unlock()
+	h.feedsActive.Wait()
+}
+
+// run polls the store for the feed's scope until the feed stops, and hands
+// each new trace, encoded once, to every subscriber.
+func (f *feed) run() {
+	defer f.h.feedsActive.Done()
+	a := f.h.a
+	poll := time.NewTicker(a.o.LivePoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-poll.C:
+		}
+		rows, err := f.tail.poll(f.ctx)
+		if err != nil {
+			if f.ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("live tail: store read failed; retrying", "error", err)
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		var buf []byte
+		for _, s := range a.summaries(f.ctx, f.v, rows) {
+			b, err := json.Marshal(s)
+			if err != nil {
+				a.log.Error("live tail: encode trace", "trace", s.ID, "error", err)
+				continue
+			}
+			buf = append(buf, "data: "...)
+			buf = append(buf, b...)
+			buf = append(buf, "\n\n"...)
+		}
+		if len(buf) > 0 {
+			f.deliver(buf)
+		}
+	}
+}
+
+// deliver hands b to every subscriber; one whose backlog is full is
+// dropped (its stream ends and the client reconnects) rather than held
+// in memory or allowed to stall the others.
+func (f *feed) deliver(b []byte) {
+	h := f.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for sub := range f.subs {
+		select {
+		case sub.events <- b:
+		default:
+			f.removeLocked(sub)
+			close(sub.events)
 		}
 	}
 }

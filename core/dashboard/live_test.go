@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"maps"
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -329,4 +331,209 @@ func TestLiveConcurrentClients(t *testing.T) {
 			s.collect(t, seeds...)
 		}
 	})
+}
+
+// gatedStore counts the live tail's reads in flight per scope, and can
+// hold them: while closed, a TracesSince waits for the gate to open.
+type gatedStore struct {
+	store.Store
+	mu       sync.Mutex
+	gate     chan struct{} // closed: open
+	inflight map[store.Scope]int
+	max      map[store.Scope]int
+	calls    int
+}
+
+func newGatedStore(st store.Store) *gatedStore {
+	g := &gatedStore{Store: st, gate: make(chan struct{}), inflight: map[store.Scope]int{}, max: map[store.Scope]int{}}
+	close(g.gate)
+	return g
+}
+
+func (g *gatedStore) TracesSince(ctx context.Context, sc store.Scope, after store.TraceCursor, limit int) ([]store.TraceSummary, error) {
+	g.mu.Lock()
+	g.calls++
+	g.inflight[sc]++
+	g.max[sc] = max(g.max[sc], g.inflight[sc])
+	gate := g.gate
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.inflight[sc]--
+		g.mu.Unlock()
+	}()
+	select {
+	case <-gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.Store.TracesSince(ctx, sc, after, limit)
+}
+
+// hold closes the gate and forgets the maxima seen so far.
+func (g *gatedStore) hold() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gate = make(chan struct{})
+	clear(g.max)
+}
+
+func (g *gatedStore) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	close(g.gate)
+}
+
+func (g *gatedStore) stats() (calls int, inflight, maxima map[store.Scope]int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.calls, maps.Clone(g.inflight), maps.Clone(g.max)
+}
+
+// TestLiveSharedPoller: the streams of one scope share one poller, so the
+// store sees at most one live-tail read in flight per scope however many
+// dashboards are open (before, each stream re-read the whole look-back —
+// up to 5,000 rows a second — on its own).
+func TestLiveSharedPoller(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st store.Store) {
+		g := newGatedStore(st)
+		e := newEnv(t, g, func(c *envConfig) {
+			c.realClock = true
+			c.opts = func(o *Options) { o.LivePoll = time.Millisecond }
+		})
+		var seeds []*seed
+		for i := range 30 { // in the look-back: every poll re-reads them
+			seeds = append(seeds, newSeed(randFor(i), e.a, time.Now().Add(-time.Minute)))
+		}
+		e.submit(t, seeds...)
+		var streams []*liveStream
+		for range 8 {
+			streams = append(streams, e.openLive(t, "", e.a.key))
+		}
+		streams = append(streams, e.openLive(t, "?tenant=acme", adminToken), e.openLive(t, "", adminToken))
+		acme, all := store.TenantScope(e.a.id), store.Scope{All: true}
+
+		// Hold every read: each poller blocks in its next one. Pollers
+		// poll every millisecond; one per stream would pile up here.
+		g.hold()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, inflight, _ := g.stats()
+			if inflight[acme] >= 1 && inflight[all] >= 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no poller reached the store: %v", inflight)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		// A window for other pollers to show up (a pass cannot come from
+		// a fast machine: only from there being one poller per scope).
+		time.Sleep(300 * time.Millisecond)
+		_, _, maxima := g.stats()
+		g.release()
+		if maxima[acme] != 1 || maxima[all] != 1 {
+			t.Errorf("live-tail reads in flight at once: %d for acme (9 streams), %d for all tenants (1 stream); want 1 each", maxima[acme], maxima[all])
+		}
+		// And every stream still gets every new trace.
+		fresh := newSeed(randFor(99), e.a, time.Now())
+		e.submit(t, fresh)
+		for _, s := range streams {
+			s.collect(t, fresh)
+		}
+	})
+}
+
+// liveStatus opens a live stream and closes it at once: its status, and
+// the body of an error.
+func (e *env) liveStatus(t *testing.T, query, token string) (*http.Response, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/api/v1/traces/live"+query, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	return resp, nil
+}
+
+// TestLiveBounds: live tails are bounded per tenant (the admin counting as
+// one) and in total; a stream over a bound is a 429 in the error envelope,
+// and a closed stream frees its place.
+func TestLiveBounds(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st store.Store) {
+		e := liveEnv(t, st, func(o *Options) { o.LiveMaxPerTenant, o.LiveMaxTotal = 2, 5 })
+		refused := func(query, token, want string) {
+			t.Helper()
+			resp, body := e.liveStatus(t, query, token)
+			wantError(t, resp, body, http.StatusTooManyRequests, "rate_limit_error", "too_many_live_tails", "")
+			if !strings.Contains(string(body), want) {
+				t.Fatalf("429 says %s, want %q", body, want)
+			}
+		}
+		a1 := e.openLive(t, "", e.a.key)
+		e.openLive(t, "", e.a.key)
+		refused("", e.a.key, "for this tenant: at most 2 at once")
+		// Other tenants and the admin have places of their own.
+		e.openLive(t, "", e.b.key)
+		e.openLive(t, "?tenant=acme", adminToken)
+		e.openLive(t, "", adminToken)
+		refused("", adminToken, "for the admin token: at most 2 at once")
+		c := e.tenant(t, "carol")
+		refused("", c.key, "at most 5 live tails at once")
+		// A stream that ends frees its place (once its handler has noticed).
+		a1.close()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, body := e.liveStatus(t, "", c.key)
+			if resp.StatusCode == 200 {
+				break
+			}
+			if resp.StatusCode != http.StatusTooManyRequests || time.Now().After(deadline) {
+				t.Fatalf("after a stream closed: %d %s", resp.StatusCode, body)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+}
+
+// A subscriber that does not keep up is dropped (its stream ends; the
+// client reconnects) instead of holding events in memory or stalling the
+// other subscribers of its feed.
+func TestLiveDropsSlowSubscriber(t *testing.T) {
+	h := newLiveHub(New(Options{}), 10, 100)
+	f := &feed{h: h, scope: store.TenantScope("t"), subs: map[*subscriber]struct{}{}, cancel: func() {}}
+	h.feeds[f.scope] = f
+	slow := &subscriber{f: f, events: make(chan []byte, liveBacklog)}
+	fast := &subscriber{f: f, events: make(chan []byte, liveBacklog)}
+	f.subs[slow], f.subs[fast] = struct{}{}, struct{}{}
+	for i := range liveBacklog {
+		f.deliver([]byte{byte(i)})
+		<-fast.events
+	}
+	f.deliver([]byte("one too many"))
+	if _, ok := f.subs[slow]; ok {
+		t.Fatal("the slow subscriber is still subscribed")
+	}
+	n := 0
+	for range slow.events {
+		n++
+	}
+	if n != liveBacklog {
+		t.Fatalf("the slow subscriber got %d events before its end, want %d", n, liveBacklog)
+	}
+	if b := <-fast.events; string(b) != "one too many" {
+		t.Fatalf("the fast subscriber got %q", b)
+	}
+	h.leave(fast)
+	if len(h.feeds) != 0 {
+		t.Fatal("the feed outlived its last subscriber")
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/loom-runtime/loom/core/metrics"
@@ -209,5 +211,78 @@ func TestVerifyReportsExactPosition(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLiveTailBounds: through the real gateway, a tenant can hold at most
+// 10 live tails at once (README, Dashboard); the 11th is a 429 in the
+// OpenAI error envelope, other tenants and the admin keep their own
+// places, and a closed tail frees its place.
+func TestLiveTailBounds(t *testing.T) {
+	p := startProxy(t)
+	type stream struct {
+		resp   *http.Response
+		cancel context.CancelFunc
+	}
+	open := func(key string) (*stream, []byte) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", p.gw.url+"/api/v1/traces/live", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			cancel()
+			return &stream{resp: resp}, b
+		}
+		s := &stream{resp: resp, cancel: cancel}
+		t.Cleanup(func() { s.cancel(); s.resp.Body.Close() })
+		return s, nil
+	}
+	const perTenant = 10
+	var acme []*stream
+	for i := range perTenant {
+		s, body := open(p.key)
+		if s.resp.StatusCode != http.StatusOK {
+			t.Fatalf("live tail %d of acme: %d %s", i+1, s.resp.StatusCode, body)
+		}
+		acme = append(acme, s)
+	}
+	s, body := open(p.key)
+	var env struct {
+		Error struct{ Type, Code, Message string }
+	}
+	if s.resp.StatusCode != http.StatusTooManyRequests || json.Unmarshal(body, &env) != nil ||
+		env.Error.Type != "rate_limit_error" || env.Error.Code != "too_many_live_tails" ||
+		!strings.Contains(env.Error.Message, fmt.Sprintf("at most %d at once", perTenant)) {
+		t.Fatalf("live tail %d of acme: %d %s", perTenant+1, s.resp.StatusCode, body)
+	}
+	for name, key := range map[string]string{"narrow": p.narrow, "admin": "admin-token-secret"} {
+		if s, body := open(key); s.resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s, while acme is at its bound: %d %s", name, s.resp.StatusCode, body)
+		}
+	}
+	// Closing one frees its place once the gateway has noticed.
+	acme[0].cancel()
+	acme[0].resp.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, body := open(p.key)
+		if s.resp.StatusCode == http.StatusOK {
+			break
+		}
+		if s.resp.StatusCode != http.StatusTooManyRequests || time.Now().After(deadline) {
+			t.Fatalf("after closing a tail: %d %s", s.resp.StatusCode, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The gateway still serves.
+	if resp, body := p.post(t, "/v1/chat/completions", p.key, chatBody("gpt-ok", false)); resp.StatusCode != http.StatusOK {
+		t.Fatalf("chat after the live tails: %d %s", resp.StatusCode, body)
 	}
 }
