@@ -137,6 +137,8 @@ func TestEnvOverrides(t *testing.T) {
 			func(c *Config) any { return c.Listen }, ":9000"},
 		{"plugins dir", "minimal.hcl", map[string]string{"LOOM_PLUGINS_DIR": "/opt/loom/plugins"},
 			func(c *Config) any { return c.PluginsDir }, "/opt/loom/plugins"},
+		{"plugin user over the file", "plugin_user.hcl", map[string]string{"LOOM_PLUGIN_USER": "nobody"},
+			func(c *Config) any { return c.PluginUser }, "nobody"},
 		{"store driver and dsn", "minimal.hcl", map[string]string{"LOOM_STORE_DRIVER": "postgres", "LOOM_STORE_DSN": "postgres://db/loom"},
 			func(c *Config) any { return c.Store }, Store{Driver: "postgres", DSN: "postgres://db/loom", MaxConns: 16}},
 		{"store dsn over the file", "default.hcl", map[string]string{"LOOM_STORE_DSN": "/var/lib/loom.db"},
@@ -464,5 +466,64 @@ func TestSuggest(t *testing.T) {
 		if got := suggest(tt.name, tt.candidates); got != tt.want {
 			t.Errorf("suggest(%q) = %q, want %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestPluginUser: plugin_user applies to every provider without a user of
+// its own, and each provider remembers which setting chose its user, and
+// where it was set, for the problems found when its plugin starts.
+func TestPluginUser(t *testing.T) {
+	file := goodFile("plugin_user.hcl")
+	type got struct{ user, key, origin string }
+	tests := []struct {
+		name string
+		env  map[string]string
+		want map[string]got
+	}{
+		{
+			name: "file",
+			want: map[string]got{
+				"openai":    {"loom-plugin", "plugin_user", file},
+				"community": {"loom-community", "provider.community.user", file},
+				"by-uid":    {"65534", "provider.by-uid.user", file},
+			},
+		},
+		{
+			name: "environment",
+			env:  map[string]string{"LOOM_PLUGIN_USER": "nobody"},
+			want: map[string]got{
+				"openai":    {"nobody", "plugin_user", "LOOM_PLUGIN_USER (environment)"},
+				"community": {"loom-community", "provider.community.user", file},
+				"by-uid":    {"65534", "provider.by-uid.user", file},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := mustLoad(t, file, tt.env)
+			for name, want := range tt.want {
+				p, _ := c.Provider(name)
+				if g := (got{p.User, p.UserKey, p.UserOrigin}); g != want {
+					t.Errorf("provider %s: user, key, origin = %q, want %q", name, g, want)
+				}
+			}
+		})
+	}
+
+	c := mustLoad(t, goodFile("ordering.hcl"), nil)
+	for _, p := range c.Providers {
+		if p.User != "" || p.UserKey != "" || p.UserOrigin != "" {
+			t.Errorf("provider %s without plugin_user: user, key, origin = %q, %q, %q, want empty", p.Name, p.User, p.UserKey, p.UserOrigin)
+		}
+	}
+	withEnv := mustLoad(t, goodFile("ordering.hcl"), map[string]string{"LOOM_PLUGIN_USER": "nobody"})
+	if withEnv.Hash == c.Hash {
+		t.Errorf("LOOM_PLUGIN_USER does not change the config hash")
+	}
+	if got := loadProblems(t, goodFile("ordering.hcl"), map[string]string{"LOOM_PLUGIN_USER": "no body"}); !slices.Equal(got, []Problem{{
+		"LOOM_PLUGIN_USER (environment)", "plugin_user",
+		`invalid user "no body": a user name (letters, digits, ".", "-" and "_", not starting with "." or "-") or a numeric uid`,
+	}}) {
+		t.Errorf("problems = %q", got)
 	}
 }

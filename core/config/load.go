@@ -95,6 +95,9 @@ func Load(path string, env func(string) (string, bool)) (*Config, error) {
 		if !d.explicitPlugin[i] {
 			p.Plugin = p.Name
 		}
+		if p.UserKey == "" && c.PluginUser != "" {
+			p.User, p.UserKey, p.UserOrigin = c.PluginUser, "plugin_user", col.origin("plugin_user")
+		}
 		resolveSecrets(p, lookup)
 	}
 
@@ -185,7 +188,7 @@ type decoder struct {
 }
 
 // The keys allowed in provider, tenant, route, pricing and model blocks.
-func providerKeys() []string { return []string{"env", "plugin", "settings", "sha256"} }
+func providerKeys() []string { return []string{"env", "plugin", "settings", "sha256", "user"} }
 func tenantKeys() []string   { return []string{"route"} }
 func routeKeys() []string    { return []string{"match", "model", "provider"} }
 func pricingKeys() []string  { return []string{"model"} }
@@ -356,6 +359,12 @@ func (d *decoder) providers(v any, c *Config) {
 					d.col.add(path, err.Error())
 				}
 				p.SHA256 = strings.ToLower(p.SHA256)
+			case "user":
+				if err := setFromFile(&p.User, v); err != nil {
+					d.col.add(path, err.Error())
+					continue
+				}
+				p.UserKey, p.UserOrigin = path, d.col.file
 			case "settings":
 				bodies := d.singleBlock(path, v)
 				for _, body := range bodies {

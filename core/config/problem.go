@@ -74,11 +74,16 @@ func newCollector(file string) *collector {
 
 // add records a problem with the setting at key.
 func (c *collector) add(key, msg string) {
-	origin := c.file
+	c.problems = append(c.problems, Problem{File: c.origin(key), Key: key, Message: msg})
+}
+
+// origin is where the setting at key was set: the file, or the
+// environment variable that overrode it.
+func (c *collector) origin(key string) string {
 	if name, ok := c.fromEnv[key]; ok {
-		origin = envOrigin(name)
+		return envOrigin(name)
 	}
-	c.problems = append(c.problems, Problem{File: origin, Key: key, Message: msg})
+	return c.file
 }
 
 // decodingDone marks the end of decoding: check looks back to here.

@@ -28,6 +28,7 @@ func schema() []setting {
 	return []setting{
 		{path: "listen", field: func(c *Config) any { return &c.Listen }},
 		{path: "plugins_dir", field: func(c *Config) any { return &c.PluginsDir }},
+		{path: "plugin_user", field: func(c *Config) any { return &c.PluginUser }},
 
 		{path: "store.driver", field: func(c *Config) any { return &c.Store.Driver }},
 		{path: "store.dsn", field: func(c *Config) any { return &c.Store.DSN }},

@@ -13,6 +13,10 @@ type Config struct {
 	// PluginsDir holds the loom-provider-<name> binaries (LOOM_PLUGINS_DIR).
 	// Relative paths are resolved against the working directory.
 	PluginsDir string `json:"plugins_dir"`
+	// PluginUser is the user the plugin processes run as (LOOM_PLUGIN_USER):
+	// a name or a numeric uid, empty for Loom's own user. A provider's own
+	// user setting wins over it; Provider.User holds the outcome.
+	PluginUser string `json:"plugin_user,omitempty"`
 
 	Store  Store  `json:"store"`
 	Server Server `json:"server"`
@@ -113,6 +117,16 @@ type Provider struct {
 	Plugin string `json:"plugin"`
 	// SHA256 optionally pins the plugin binary (hex).
 	SHA256 string `json:"sha256,omitempty"`
+	// User is the user the plugin process runs as: the provider's own user
+	// setting, else plugin_user; empty for Loom's own user. Only root can
+	// start a process as another user, which core/pluginhost checks.
+	User string `json:"user,omitempty"`
+	// UserKey is the setting User came from ("provider.<name>.user" or
+	// "plugin_user") and UserOrigin where that was set (the file, or
+	// "NAME (environment)"), so a problem found when Loom starts the
+	// plugin can name them as Load's problems do. Empty when User is.
+	UserKey    string `json:"-"`
+	UserOrigin string `json:"-"`
 	// Settings are the plain settings passed to the plugin.
 	Settings map[string]any `json:"settings"`
 	// Env maps a setting name to the environment variable that holds its

@@ -16,6 +16,8 @@ var (
 	envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	// sha256Pattern is a hex SHA-256 digest.
 	sha256Pattern = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	// userPattern is what a plugin user must match: a user name or a uid.
+	userPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]*$`)
 )
 
 const nameRule = `use lower-case letters, digits, "-" and "_", starting with a letter or digit`
@@ -31,6 +33,9 @@ func validate(c *Config, col *collector, explicit map[string]bool) {
 	}
 	if c.PluginsDir == "" {
 		col.check("plugins_dir", "must not be empty")
+	}
+	if c.PluginUser != "" {
+		checkUser(col, "plugin_user", c.PluginUser)
 	}
 
 	switch c.Store.Driver {
@@ -157,6 +162,9 @@ func validateProviders(c *Config, col *collector) []string {
 		if p.SHA256 != "" && !sha256Pattern.MatchString(p.SHA256) {
 			col.check(key+".sha256", fmt.Sprintf("must be 64 hex digits, got %q", p.SHA256))
 		}
+		if p.UserKey == key+".user" {
+			checkUser(col, p.UserKey, p.User)
+		}
 		for _, setting := range sortedKeys(p.Env) {
 			if name := p.Env[setting]; !validEnvName(name) {
 				col.check(key+".env."+setting, fmt.Sprintf("%q is not a valid environment variable name", name))
@@ -220,6 +228,18 @@ func globProblem(pattern string) string {
 		return fmt.Sprintf("invalid glob %q: contains white space or control characters", pattern)
 	}
 	return ""
+}
+
+// checkUser checks the plugin user setting at key: a user name or a
+// numeric uid. Whether the user exists is checked when Loom starts the
+// plugins, on the machine they run on.
+func checkUser(col *collector, key, user string) {
+	switch {
+	case user == "":
+		col.check(key, "must not be empty; leave it out to run the plugin as plugin_user, or as Loom's own user")
+	case !userPattern.MatchString(user):
+		col.check(key, fmt.Sprintf(`invalid user %q: a user name (letters, digits, ".", "-" and "_", not starting with "." or "-") or a numeric uid`, user))
+	}
 }
 
 func positive(col *collector, key string, n int64) {
