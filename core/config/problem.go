@@ -114,11 +114,16 @@ func (c *collector) addEnv(name, key, msg string) {
 }
 
 // err returns the collected problems as *Errors, or nil when there are none.
-func (c *collector) err() error {
-	if len(c.problems) == 0 {
+func (c *collector) err() error { return NewErrors(c.problems) }
+
+// NewErrors returns ps sorted and without repeats as *Errors, or nil when
+// ps is empty. It is for problems with a loaded configuration found later,
+// where Loom uses it: a plugin user that does not exist on the machine.
+func NewErrors(ps []Problem) error {
+	if len(ps) == 0 {
 		return nil
 	}
-	ps := slices.Clone(c.problems)
+	ps = slices.Clone(ps)
 	slices.SortFunc(ps, compareProblems)
 	ps = slices.Compact(ps)
 	return &Errors{Problems: ps}

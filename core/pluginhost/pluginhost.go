@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,7 +61,10 @@ type Host struct {
 
 // Start launches one process per provider instance in cfg and configures
 // it. If any instance cannot start, every process started so far is killed
-// and the error names the instance.
+// and the error names the instance. A provider's User is checked before
+// any process starts: a user Loom cannot start processes as (Loom is not
+// root, the user does not exist or is root) is a *config.Errors naming
+// the setting.
 func Start(ctx context.Context, providers []config.Provider, o Options) (*Host, error) {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
@@ -74,14 +78,32 @@ func Start(ctx context.Context, providers []config.Provider, o Options) (*Host, 
 	if o.PollInterval <= 0 {
 		o.PollInterval = 100 * time.Millisecond
 	}
+	accts, err := accounts(providers, os.Geteuid(), systemUsers)
+	if err != nil {
+		return nil, err
+	}
+	if os.Geteuid() == 0 {
+		var asRoot []string
+		for _, p := range providers {
+			if accts[p.Name] == nil {
+				asRoot = append(asRoot, p.Name)
+			}
+		}
+		if len(asRoot) > 0 {
+			o.Logger.Warn("plugins run as root and can read Loom's memory, environment and files: set plugin_user to run them as an unprivileged user", "providers", asRoot)
+		}
+	}
 	sctx, stop := context.WithCancel(context.Background())
-	h := &Host{o: o, log: o.Logger, instances: make(map[string]*Instance), stop: stop, launcher: newLauncher()}
+	h := &Host{o: o, log: o.Logger, instances: make(map[string]*Instance), stop: stop, launcher: newLauncher(o.Logger)}
 	for _, p := range providers {
-		inst, err := h.newInstance(p)
+		inst, err := h.newInstance(p, accts[p.Name])
 		if err == nil {
 			err = inst.start(ctx)
 		}
 		if err != nil {
+			if inst != nil {
+				inst.kill()
+			}
 			h.Close()
 			return nil, fmt.Errorf("provider %q: %w", p.Name, err)
 		}
@@ -119,7 +141,7 @@ func (h *Host) Close() {
 	h.launcher.close()
 }
 
-func (h *Host) newInstance(p config.Provider) (*Instance, error) {
+func (h *Host) newInstance(p config.Provider, acct *account) (*Instance, error) {
 	path := filepath.Join(h.o.PluginsDir, BinaryPrefix+p.Plugin)
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("plugin binary %s not found (run `make build`, or set plugins_dir / LOOM_PLUGINS_DIR): %w", path, err)
@@ -145,11 +167,33 @@ func (h *Host) newInstance(p config.Provider) (*Instance, error) {
 	for k, v := range p.Secrets {
 		secrets[k] = v
 	}
-	return &Instance{
-		name: p.Name, plugin: p.Plugin, path: abs, pin: pin, host: h,
+	inst := &Instance{
+		name: p.Name, plugin: p.Plugin, path: abs, pin: pin, host: h, acct: acct,
 		log: h.log.Named(p.Name),
 		cfg: provider.Config{Instance: p.Name, Settings: settings, Secrets: secrets},
-	}, nil
+	}
+	if acct != nil {
+		if inst.tmpDir, err = privateTempDir(p.Name, acct); err != nil {
+			return nil, err
+		}
+	}
+	return inst, nil
+}
+
+// privateTempDir creates the temporary directory of a plugin running as
+// acct: mode 0700, owned by acct. The plugin gets it as TMPDIR, and
+// go-plugin's server creates its Unix socket there, so neither depends on
+// a shared directory the plugin user may not be able to write.
+func privateTempDir(instance string, acct *account) (string, error) {
+	dir, err := os.MkdirTemp("", "loom-plugin-"+instance+"-")
+	if err != nil {
+		return "", fmt.Errorf("temporary directory for the plugin: %w", err)
+	}
+	if err := os.Chown(dir, int(acct.uid), int(acct.gid)); err != nil {
+		os.Remove(dir)
+		return "", fmt.Errorf("temporary directory for the plugin: give it to user %q: %w", acct.name, err)
+	}
+	return dir, nil
 }
 
 // Instance is one supervised plugin process.
@@ -159,6 +203,10 @@ type Instance struct {
 	cfg                provider.Config
 	host               *Host
 	log                hclog.Logger
+	// acct is the user the process runs as (nil: Loom's own), and tmpDir
+	// its private temporary directory then.
+	acct   *account
+	tmpDir string
 
 	mu     sync.Mutex
 	gen    *generation // current process; nil while restarting
@@ -220,7 +268,11 @@ func (i *Instance) start(ctx context.Context) error {
 	i.ready = make(chan struct{})
 	close(i.ready)
 	i.mu.Unlock()
-	i.log.Info("plugin started", "plugin", g.info.Name, "version", g.info.Version, "pid", i.Pid())
+	if i.acct != nil {
+		i.log.Info("plugin started", "plugin", g.info.Name, "version", g.info.Version, "pid", i.Pid(), "user", i.acct.name, "uid", i.acct.uid)
+	} else {
+		i.log.Info("plugin started", "plugin", g.info.Name, "version", g.info.Version, "pid", i.Pid())
+	}
 	return nil
 }
 
@@ -236,6 +288,10 @@ func (i *Instance) launch(ctx context.Context) (*generation, error) {
 	}
 	cmd.Dir = filepath.Dir(i.path)
 	setParentDeathSignal(cmd)
+	if i.acct != nil {
+		cmd.Env = append(cmd.Env, "TMPDIR="+i.tmpDir)
+		runAs(cmd, i.acct)
+	}
 	cc := &goplugin.ClientConfig{
 		HandshakeConfig:  plugin.Handshake,
 		VersionedPlugins: plugin.VersionedPlugins(),
@@ -261,6 +317,9 @@ func (i *Instance) launch(ctx context.Context) (*generation, error) {
 	if err != nil {
 		if errors.Is(err, goplugin.ErrChecksumsDoNotMatch) {
 			return fail(fmt.Errorf("plugin binary %s does not match its sha256 pin", i.path))
+		}
+		if i.acct != nil && errors.Is(err, fs.ErrPermission) {
+			return fail(fmt.Errorf("start plugin %s as user %q: %w (that user must be able to read and execute the binary and search every directory above it)", i.path, i.acct.name, err))
 		}
 		return fail(fmt.Errorf("start plugin %s: %w", i.path, err))
 	}
@@ -350,6 +409,11 @@ func (i *Instance) kill() {
 	i.mu.Unlock()
 	if g != nil {
 		g.client.Kill()
+	}
+	if i.tmpDir != "" {
+		if err := os.RemoveAll(i.tmpDir); err != nil {
+			i.log.Warn("temporary directory of the plugin not removed", "dir", i.tmpDir, "error", err)
+		}
 	}
 }
 

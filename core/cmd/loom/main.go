@@ -37,6 +37,12 @@ type env func(string) (string, bool)
 type cli struct {
 	stdout, stderr io.Writer
 	env            env
+	// protection is what protectProcess did at the start: whether the
+	// platform has it, and its error.
+	protection struct {
+		supported bool
+		err       error
+	}
 }
 
 // usageError marks an error caused by how the command was called.
@@ -75,6 +81,9 @@ Every command but version takes --config FILE (default: loom.hcl, or $LOOM_CONFI
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookup env) int {
 	c := &cli{stdout: stdout, stderr: stderr, env: lookup}
+	// First, before any secret is read: every command holds some (the
+	// master key at least), and plugins may run as the same user.
+	c.protection.supported, c.protection.err = protectProcess()
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitUsage

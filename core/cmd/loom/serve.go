@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -33,6 +34,12 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	}
 	log := c.logger(cfg)
 	log.Info("starting loom", "version", version, "config", cfg.File, "config_hash", cfg.Hash[:12])
+	switch p := c.protection; {
+	case p.err != nil:
+		log.Warn("loom could not make itself non-dumpable: processes of its user, plugins among them, can read its memory and environment", "error", p.err)
+	case p.supported:
+		log.Debug("loom is not dumpable: processes of its user, plugins among them, cannot read its memory or environment")
+	}
 	defer c.paceGC(cfg, log)()
 
 	masterKey, err := c.masterKey(cfg, log)
@@ -97,6 +104,9 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		LogLevel:   cfg.Log.Level,
 		Logger:     log.Named("plugin"),
 	})
+	if errs := (*config.Errors)(nil); errors.As(err, &errs) {
+		return configError{err} // a plugin user Loom cannot start processes as
+	}
 	if err != nil {
 		return err
 	}
