@@ -27,6 +27,11 @@ const LogLevelEnv = "LOOM_PLUGIN_LOG_LEVEL"
 //
 // Run by hand, without Loom's handshake environment, the binary prints an
 // explanation to stderr and exits with status 1.
+//
+// On Linux, Serve first makes the process non-dumpable (prctl
+// PR_SET_DUMPABLE): other processes of the plugin's user, other plugins
+// among them, cannot read its memory or environment, where the secrets
+// Configure receives live, nor attach a debugger; only root can.
 func Serve(p provider.Provider, opts ...ServeOption) {
 	cfg := serveConfig{}
 	for _, o := range opts {
@@ -37,6 +42,7 @@ func Serve(p provider.Provider, opts ...ServeOption) {
 		hclog.SetDefault(cfg.logger)
 	}
 	if cfg.test == nil {
+		protectProcess(cfg.logger)
 		setGCDefaults()
 		if addr := os.Getenv(PprofAddrEnv); addr != "" {
 			servePprof(addr, cfg.logger)
