@@ -110,15 +110,30 @@ type Server struct {
 // for it to listen. When the test ends the server is killed if still running.
 func Serve(t testing.TB, dir string, env []string, args ...string) *Server {
 	t.Helper()
-	return ServeOf(t, filepath.Join(Dir(t), "loom"), dir, env, args...)
+	return ServeWith(t, dir, env, nil, args...)
+}
+
+// ServeWith is Serve with prepare, when not nil, applied to the command
+// before it starts (to run it as another user, say).
+func ServeWith(t testing.TB, dir string, env []string, prepare func(*exec.Cmd), args ...string) *Server {
+	t.Helper()
+	return serve(t, filepath.Join(Dir(t), "loom"), dir, env, prepare, args...)
 }
 
 // ServeOf is Serve running the loom binary bin (e.g. FaultLoom's).
 func ServeOf(t testing.TB, bin, dir string, env []string, args ...string) *Server {
 	t.Helper()
+	return serve(t, bin, dir, env, nil, args...)
+}
+
+func serve(t testing.TB, bin, dir string, env []string, prepare func(*exec.Cmd), args ...string) *Server {
+	t.Helper()
 	addr := FreeAddr(t)
 	env = append(env[:len(env):len(env)], "LOOM_LISTEN="+addr)
 	cmd := CommandOf(t, bin, dir, env, append([]string{"serve"}, args...)...)
+	if prepare != nil {
+		prepare(cmd)
+	}
 	s := &Server{Cmd: cmd, URL: "http://" + addr, Stdout: &LockedBuffer{}, Stderr: &LockedBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = s.Stdout, s.Stderr
 	if err := cmd.Start(); err != nil {
@@ -168,4 +183,27 @@ func (s *Server) Stop(t testing.TB, sig os.Signal) int {
 		t.Errorf("loom serve did not exit within 15s of %v\nstderr: %s", sig, s.Stderr.String())
 	}
 	return s.Cmd.ProcessState.ExitCode()
+}
+
+// WaitExit waits for a server that should refuse to start to exit, and
+// returns its exit code. It fails t if the server answers /healthz instead
+// (it started), or has done neither after timeout.
+func (s *Server) WaitExit(t testing.TB, timeout time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-s.done:
+			s.done <- err
+			return s.Cmd.ProcessState.ExitCode()
+		default:
+		}
+		if resp, err := http.Get(s.URL + "/healthz"); err == nil {
+			resp.Body.Close()
+			t.Fatalf("loom serve started (/healthz answered %d), want it to refuse\nstderr: %s", resp.StatusCode, s.Stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("loom serve neither exited nor served within %v\nstderr: %s", timeout, s.Stderr.String())
+	return -1
 }

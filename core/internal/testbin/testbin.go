@@ -40,6 +40,10 @@ func Dir(t testing.TB) string {
 		if buildEr != nil {
 			return
 		}
+		// Readable by every user: tests run the binaries as other users too.
+		if buildEr = os.Chmod(dir, 0o755); buildEr != nil {
+			return
+		}
 		targets := [][2]string{{"loom", "core/cmd/loom"}}
 		plugins, _ := filepath.Glob(filepath.Join(root, "plugins", "*", "main.go"))
 		for _, p := range plugins {
