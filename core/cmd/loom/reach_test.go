@@ -402,8 +402,10 @@ func TestPluginsCannotReadLoomsSecrets(t *testing.T) {
 		if st := procStatus(t, gw.cmd.Process.Pid); st["Uid"] != strings.Repeat(strconv.Itoa(uid)+"\t", 3)+strconv.Itoa(uid) {
 			t.Errorf("loom runs as %q, want uid %d", st["Uid"], uid)
 		}
-		if !strings.Contains(gw.stderr.String(), "loom is not dumpable") {
-			t.Errorf("loom's debug log does not say it is not dumpable:\n%s", gw.stderr.String())
+		for _, line := range []string{"loom is not dumpable", "plugins start with no_new_privs"} {
+			if !strings.Contains(gw.stderr.String(), line) {
+				t.Errorf("loom's debug log does not say %q:\n%s", line, gw.stderr.String())
+			}
 		}
 	})
 
