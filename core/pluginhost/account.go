@@ -2,7 +2,10 @@ package pluginhost
 
 import (
 	"fmt"
+	"os"
 	"os/user"
+	"path/filepath"
+	"slices"
 	"strconv"
 
 	"github.com/loom-runtime/loom/core/config"
@@ -86,4 +89,55 @@ func resolve(name string, euid int, db userDB) (*account, string) {
 		a.groups = append(a.groups, uint32(g))
 	}
 	return a, ""
+}
+
+// mayExecute checks, by mode bits, that a can execute the plugin binary
+// at path: search every directory above it (also its working directory)
+// and execute the file. Access control lists are not read; a missing bit
+// they would grant makes a false alarm, which the message says how to fix.
+func (a *account) mayExecute(path string) error {
+	if err := a.maySearch(filepath.Dir(path)); err != nil {
+		return err
+	}
+	return a.may(path, 1)
+}
+
+// maySearch checks that a can search dir and every directory above it.
+func (a *account) maySearch(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		if err := a.may(d, 1); err != nil {
+			return err
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+// may checks that a has the permission bit (4 read, 2 write, 1 execute or
+// search) on path, which must be absolute.
+func (a *account) may(path string, bit uint32) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	uid, gid, ok := owner(fi)
+	if !ok {
+		return nil
+	}
+	mode := uint32(fi.Mode().Perm())
+	switch {
+	case uid == a.uid:
+		mode >>= 6
+	case gid == a.gid || slices.Contains(a.groups, gid):
+		mode >>= 3
+	}
+	if mode&bit != 0 {
+		return nil
+	}
+	what := map[uint32]string{4: "read", 2: "write", 1: "execute"}[bit]
+	if fi.IsDir() && bit == 1 {
+		what = "search"
+	}
+	return fmt.Errorf("user %q (uid %d) cannot %s %s (mode %v, owner uid %d, group %d): give it access, or run the plugin as another user", a.name, a.uid, what, path, fi.Mode(), uid, gid)
 }

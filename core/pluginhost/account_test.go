@@ -3,9 +3,12 @@ package pluginhost
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/user"
+	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/loom-runtime/loom/core/config"
@@ -108,6 +111,68 @@ func TestAccounts(t *testing.T) {
 			}
 			if !reflect.DeepEqual(plain, tt.want) {
 				t.Errorf("accounts = %v, want %v", fmt.Sprint(plain), fmt.Sprint(tt.want))
+			}
+		})
+	}
+}
+
+// TestMayExecute checks the mode-bit check made before a plugin starts as
+// another user: every directory above the binary searchable, the binary
+// executable, by owner, group or others.
+func TestMayExecute(t *testing.T) {
+	base, err := os.MkdirTemp("", "loom-mayexec-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	dir := filepath.Join(base, "plugins")
+	bin := filepath.Join(dir, "loom-provider-x")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, []byte("#!/bin/true\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := &account{name: "loom-plugin", uid: 12345, gid: 12345}
+	tests := []struct {
+		name              string
+		baseMode, binMode os.FileMode
+		binGroup          int // chown the binary to this group (root only), or -1
+		groups            []uint32
+		wantErr           string
+	}{
+		{"others may", 0o755, 0o755, -1, nil, ""},
+		{"search only", 0o711, 0o711, -1, nil, ""},
+		{"a directory above is closed", 0o700, 0o755, -1, nil, "cannot search " + base},
+		{"the binary is not executable by others", 0o755, 0o750, -1, nil, "cannot execute " + bin},
+		{"the binary's group is the user's", 0o755, 0o750, 12345, nil, ""},
+		{"the binary's group is one of the user's groups", 0o755, 0o750, 777, []uint32{777}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.binGroup >= 0 {
+				if os.Geteuid() != 0 {
+					t.Skip("changing a file's group to another needs root")
+				}
+				if err := os.Chown(bin, -1, tt.binGroup); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { os.Chown(bin, -1, os.Getegid()) })
+			}
+			if err := os.Chmod(base, tt.baseMode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(bin, tt.binMode); err != nil {
+				t.Fatal(err)
+			}
+			acct := *a
+			acct.groups = tt.groups
+			err := acct.mayExecute(bin)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("mayExecute: %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("mayExecute: %v, want an error containing %q", err, tt.wantErr)
 			}
 		})
 	}

@@ -173,6 +173,9 @@ func (h *Host) newInstance(p config.Provider, acct *account) (*Instance, error) 
 		cfg: provider.Config{Instance: p.Name, Settings: settings, Secrets: secrets},
 	}
 	if acct != nil {
+		if err := acct.mayExecute(abs); err != nil {
+			return nil, fmt.Errorf("plugin binary: %w", err)
+		}
 		if inst.tmpDir, err = privateTempDir(p.Name, acct); err != nil {
 			return nil, err
 		}
@@ -185,7 +188,14 @@ func (h *Host) newInstance(p config.Provider, acct *account) (*Instance, error) 
 // go-plugin's server creates its Unix socket there, so neither depends on
 // a shared directory the plugin user may not be able to write.
 func privateTempDir(instance string, acct *account) (string, error) {
-	dir, err := os.MkdirTemp("", "loom-plugin-"+instance+"-")
+	base, err := filepath.Abs(os.TempDir())
+	if err != nil {
+		return "", fmt.Errorf("temporary directory for the plugin: %w", err)
+	}
+	if err := acct.maySearch(base); err != nil {
+		return "", fmt.Errorf("temporary directory for the plugin, in Loom's (TMPDIR): %w", err)
+	}
+	dir, err := os.MkdirTemp(base, "loom-plugin-"+instance+"-")
 	if err != nil {
 		return "", fmt.Errorf("temporary directory for the plugin: %w", err)
 	}

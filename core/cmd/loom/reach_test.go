@@ -387,6 +387,32 @@ func TestPluginsCannotReadLoomsSecrets(t *testing.T) {
 		}
 	})
 
+	t.Run("plugin_user cannot reach the binary", func(t *testing.T) {
+		if !root {
+			if v, _ := strconv.ParseBool(os.Getenv("CI")); v {
+				t.Fatal("CI must run this test as root: only root can start plugins as another user")
+			}
+			t.Skip("only root can start plugins as another user")
+		}
+		closed, err := os.MkdirTemp("", "loom-hostile-closed-") // mode 0700, root's
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(closed) })
+		for _, name := range []string{"loom-provider-hostile", "loom-provider-openai"} {
+			if err := os.Symlink(filepath.Join(plugins, name), filepath.Join(closed, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s := newReachSetup(t, closed, reachConfig(`plugin_user = "nobody"`, "", freeAddr(t)), nil)
+		srv := testbin.ServeWith(t, s.dir, s.env, s.prepare)
+		code := srv.WaitExit(t, 30*time.Second)
+		want := fmt.Sprintf(`provider "hostile": plugin binary: user "nobody" (uid %d) cannot search %s (mode drwx------`, lookupAccount(t, "nobody").uid, closed)
+		if stderr := srv.Stderr.String(); code != exitError || !strings.Contains(stderr, want) {
+			t.Errorf("loom serve: exit %d, want %d with %q\nstderr:\n%s", code, exitError, want, stderr)
+		}
+	})
+
 	t.Run("same user", func(t *testing.T) {
 		var as *account
 		uid := os.Geteuid()
