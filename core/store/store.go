@@ -153,6 +153,13 @@ type Trace struct {
 	// CostMicros is the cost in micro-dollars; nil when the model has no price.
 	CostMicros   *int64
 	PriceVersion string
+	// ReportedModel is the model the upstream's answer names; "" when it
+	// named none (or there was no answer).
+	ReportedModel string
+	// PricedModel is the name whose price gave CostMicros: ReportedModel,
+	// or UpstreamModel when the catalog has no price for ReportedModel; ""
+	// when CostMicros is nil.
+	PricedModel string
 
 	// Latencies in microseconds. TTFB and upstream ones are nil when they did not happen.
 	LatencyUS      int64
@@ -168,6 +175,10 @@ type Trace struct {
 	ChainSeq int64  // 1, 2, 3, … within the chain
 	PrevHash []byte // Hash of the previous trace of the chain; 32 zero bytes for the first
 	Hash     []byte // SHA-256 over PrevHash and the canonical encoding of this row
+	// CanonicalVersion names the canonical encoding Hash was computed with
+	// (core/trace: 1 for rows written before ReportedModel and PricedModel
+	// existed, 2 since). At least 1.
+	CanonicalVersion int
 }
 
 // TenantKey is one version of a tenant's data key, wrapped by the master key.

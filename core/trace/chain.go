@@ -11,19 +11,48 @@ import (
 	"github.com/loom-runtime/loom/core/store"
 )
 
-// canonicalVersion prefixes the canonical encoding, so the format can change
-// without old chains becoming unverifiable.
-const canonicalVersion = "loom.trace.v1"
+// Canonical encodings. A row's CanonicalVersion names the one its Hash was
+// computed with; the encoding starts with that version's name, so the
+// format can change without old chains becoming unverifiable.
+//
+// The stored version can be trusted although it is a column like any other:
+// a row read under another version than it was written with encodes to
+// bytes starting with another name, which do not hash to its Hash. What
+// needs checking is the fields an older version does not cover: a v1 row
+// with a ReportedModel or PricedModel was changed after it was hashed
+// (those columns did not exist then), and Canonical refuses it.
+const (
+	// CanonicalV1 ("loom.trace.v1") covers every field a trace had until
+	// ReportedModel and PricedModel were added.
+	CanonicalV1 = 1
+	// CanonicalV2 ("loom.trace.v2") is v1 (under its own name) followed
+	// by ReportedModel and PricedModel.
+	CanonicalV2 = 2
+	// CanonicalCurrent is the version the recorder writes.
+	CanonicalCurrent = CanonicalV2
+)
 
-// Canonical is the encoding the chain hashes: every stored field but Hash
-// (PrevHash included), in a fixed order, each length-prefixed, so no two
-// different rows encode the same. Ciphertexts are hashed as stored: the
-// chain verifies without any key, and still does after crypto-shredding.
-func Canonical(t *store.Trace) []byte {
+var canonicalNames = map[int]string{CanonicalV1: "loom.trace.v1", CanonicalV2: "loom.trace.v2"}
+
+// Canonical is the encoding the chain hashes, in the version
+// t.CanonicalVersion names: every stored field but Hash (PrevHash
+// included), in a fixed order, each length-prefixed, so no two different
+// rows encode the same. Ciphertexts are hashed as stored: the chain
+// verifies without any key, and still does after crypto-shredding. It fails
+// for a version it does not know, and for a row holding a field its version
+// does not cover.
+func Canonical(t *store.Trace) ([]byte, error) {
+	name, ok := canonicalNames[t.CanonicalVersion]
+	if !ok {
+		return nil, fmt.Errorf("unknown canonical version %d", t.CanonicalVersion)
+	}
+	if t.CanonicalVersion == CanonicalV1 && (t.ReportedModel != "" || t.PricedModel != "") {
+		return nil, fmt.Errorf("a %s row cannot have a reported or priced model: the row was changed after it was written", name)
+	}
 	var b bytes.Buffer
 	b.Grow(256 + len(t.Request.Ciphertext) + len(t.Response.Ciphertext) + len(t.Message.Ciphertext))
 	str := func(s string) { putBytes(&b, []byte(s)) }
-	str(canonicalVersion)
+	str(name)
 	str(t.ID)
 	str(t.TenantID)
 	str(t.RequestID)
@@ -59,7 +88,11 @@ func Canonical(t *store.Trace) []byte {
 	str(t.ChainID)
 	putInt(&b, t.ChainSeq)
 	putBytes(&b, t.PrevHash)
-	return b.Bytes()
+	if t.CanonicalVersion >= CanonicalV2 {
+		str(t.ReportedModel)
+		str(t.PricedModel)
+	}
+	return b.Bytes(), nil
 }
 
 func putBytes(b *bytes.Buffer, p []byte) {
@@ -90,9 +123,13 @@ func putOptInt(b *bytes.Buffer, p *int64) {
 }
 
 // ChainHash is SHA-256 of the canonical encoding (which includes PrevHash).
-func ChainHash(t *store.Trace) []byte {
-	h := sha256.Sum256(Canonical(t))
-	return h[:]
+func ChainHash(t *store.Trace) ([]byte, error) {
+	c, err := Canonical(t)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.Sum256(c)
+	return h[:], nil
 }
 
 // ZeroHash is the PrevHash of a chain's first trace.
@@ -186,12 +223,15 @@ func verifyChain(ctx context.Context, st store.TraceStore, chainID string, start
 			brk := func(reason string) {
 				rep.Break = &Break{ChainID: chainID, Seq: t.ChainSeq, TraceID: t.ID, Reason: reason}
 			}
+			h, herr := ChainHash(t)
 			switch {
 			case t.ChainSeq != seq+1:
 				brk(fmt.Sprintf("sequence jumps from %d to %d: traces are missing", seq, t.ChainSeq))
 			case !bytes.Equal(t.PrevHash, prev):
 				brk(fmt.Sprintf("links to previous hash %s, but the previous trace hashes to %s", short(t.PrevHash), short(prev)))
-			case !bytes.Equal(ChainHash(t), t.Hash):
+			case herr != nil:
+				brk(herr.Error())
+			case !bytes.Equal(h, t.Hash):
 				brk("its content does not match its hash: the row was changed after it was written")
 			default:
 				rep.Traces++

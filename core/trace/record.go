@@ -14,6 +14,7 @@ import (
 const (
 	StatusOK                  = "ok"
 	StatusUpstreamError       = "upstream_error"       // the upstream answered 4xx/5xx/429
+	StatusProviderUnavailable = "provider_unavailable" // the provider answered 5xx without calling its upstream, e.g. it has no credentials
 	StatusUpstreamTimeout     = "upstream_timeout"     // the upstream did not answer in time
 	StatusUpstreamUnreachable = "upstream_unreachable" // the upstream could not be reached
 	StatusPluginFailure       = "plugin_failure"       // the provider plugin crashed or broke the protocol
@@ -22,9 +23,6 @@ const (
 	StatusRejected            = "rejected"             // Loom refused the request (400/404/405/413)
 	StatusShutdown            = "shutdown"             // cut off by Loom shutting down
 	StatusInternalError       = "internal_error"       // Loom itself failed (a bug: see its log)
-	// StatusProviderUnavailable: the provider answered 5xx without calling
-	// its upstream (for instance it has no credentials).
-	StatusProviderUnavailable = "provider_unavailable"
 )
 
 // Usage sources.
@@ -45,7 +43,7 @@ type Record struct {
 
 	RequestedModel   string
 	UpstreamModel    string // the model Loom asked the provider for
-	ReportedModel    string // the model the upstream says it used (priced first)
+	ReportedModel    string // the model the upstream says it used (priced first, see Recorder)
 	ProviderInstance string
 	PluginName       string
 	PluginVersion    string

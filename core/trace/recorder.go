@@ -509,16 +509,18 @@ func (r *Recorder) finalize(rec *Record) (store.Trace, error) {
 		RequestedModel: clean(rec.RequestedModel), UpstreamModel: clean(rec.UpstreamModel), ProviderInstance: rec.ProviderInstance,
 		PluginName: clean(rec.PluginName), PluginVersion: clean(rec.PluginVersion), Status: rec.Status, HTTPStatus: rec.HTTPStatus,
 		ErrorMessage: clean(rec.Error), ConfigHash: rec.ConfigHash,
-		CreatedAt: rec.Start.UTC().Truncate(time.Microsecond),
+		CreatedAt: rec.Start.UTC().Truncate(time.Microsecond), ReportedModel: clean(rec.ReportedModel),
+		CanonicalVersion: CanonicalCurrent,
 	}
-	// Usage: the provider's, else an estimate with the model's BPE tokenizer.
+	// Usage: the provider's, else an estimate with the model's BPE tokenizer
+	// when the request can have been billed (see estimable).
 	completion := rec.Completion
 	if rec.Stream && len(rec.Response) > 0 && rec.Message == nil {
 		rec.Message, completion = Assemble(rec.Response, rec.ResponseTruncated)
 	}
-	model := clean(rec.ReportedModel)
+	model := t.ReportedModel // picks the tokenizer
 	if model == "" {
-		model = rec.UpstreamModel
+		model = t.UpstreamModel
 	}
 	t.UsageSource = UsageNone
 	switch {
@@ -527,7 +529,7 @@ func (r *Recorder) finalize(rec *Record) (store.Trace, error) {
 		t.UsageSource = UsageProvider
 		t.PromptTokens, t.CompletionTokens, t.TotalTokens = ptr(u.PromptTokens), ptr(u.CompletionTokens), ptr(u.TotalTokens)
 		t.CachedPromptTokens, t.ReasoningTokens = ptr(u.CachedPromptTokens), ptr(u.ReasoningTokens)
-	case rec.Endpoint == "chat.completions" && (rec.Upstream > 0 || len(rec.Response) > 0) && rec.Status != StatusRejected && rec.Status != StatusProviderUnavailable:
+	case rec.Endpoint == "chat.completions" && estimable(rec):
 		if !rec.Stream && completion == "" {
 			completion = completionText(rec.Response)
 		}
@@ -542,9 +544,7 @@ func (r *Recorder) finalize(rec *Record) (store.Trace, error) {
 		if t.CachedPromptTokens != nil {
 			u.CachedPromptTokens = *t.CachedPromptTokens
 		}
-		if cost, ok := r.o.Pricing.Cost(model, t.CreatedAt, u); ok {
-			t.CostMicros = &cost
-		}
+		t.CostMicros, t.PricedModel = price(r.o.Pricing, t.CreatedAt, u, t.ReportedModel, t.UpstreamModel)
 		t.PriceVersion = r.o.Pricing.Version()
 	}
 	// Latencies, in microseconds.
@@ -581,9 +581,74 @@ func (r *Recorder) finalize(rec *Record) (store.Trace, error) {
 	// Chain last: the row is final now.
 	r.seq++
 	t.ChainID, t.ChainSeq, t.PrevHash = r.chainID, r.seq, r.prev
-	t.Hash = ChainHash(&t)
+	if t.Hash, err = ChainHash(&t); err != nil {
+		r.seq--
+		return store.Trace{}, fmt.Errorf("hash trace: %w", err)
+	}
 	r.prev = t.Hash
 	return t, nil
+}
+
+// estimable reports whether a chat completion the provider reported no
+// usage for is charged an estimate: only when an upstream call happened
+// and can have produced billable output.
+//
+//   - ok, stream_failure: the upstream answered 2xx; its output was
+//     generated, in full or until the stream broke off.
+//   - client_disconnect, shutdown, upstream_timeout: the call was cut
+//     short (by the client, by Loom's shutdown, by the timeout) after it
+//     was started — the provider timed an upstream call, or part of its
+//     stream reached the client. The upstream may have generated, and
+//     billed, until the cancellation reached it.
+//   - plugin_failure, internal_error: only mid-stream, once the
+//     upstream's 2xx stream had started reaching the client.
+//
+// Never for rejected (Loom refused the request), upstream_error (the
+// upstream refused it with 4xx/5xx: providers do not bill those),
+// provider_unavailable (the provider answered itself, e.g. it has no
+// credentials), upstream_unreachable (no connection), nor plugin_failure
+// or internal_error before the answer started: nothing was generated.
+func estimable(rec *Record) bool {
+	switch rec.Status {
+	case StatusOK, StatusStreamFailure:
+		return true
+	case StatusClientDisconnect, StatusShutdown, StatusUpstreamTimeout:
+		return rec.Upstream > 0 || streamStarted(rec)
+	case StatusPluginFailure, StatusInternalError:
+		return streamStarted(rec)
+	}
+	return false
+}
+
+// streamStarted reports whether a 2xx stream from the upstream had started
+// reaching the client.
+func streamStarted(rec *Record) bool {
+	return rec.Stream && rec.HTTPStatus >= 200 && rec.HTTPStatus < 300 && len(rec.Response) > 0
+}
+
+// price returns the cost of u at time at and the name it was priced
+// under: the first of names the catalog has a price for at that time —
+// the model the upstream reported, then the model Loom routed the request
+// to. The requested model is never tried: it is the client's name, which a
+// route may have sent to another model, and a wrong price is worse than
+// none. nil and "" when no name has a price, or the one found cannot price
+// u (completion tokens on a model without an output price).
+func price(c *pricing.Catalog, at time.Time, u pricing.Usage, names ...string) (*int64, string) {
+	for _, name := range names {
+		if name == "" {
+			continue
+		}
+		p, ok := c.Lookup(name, at)
+		if !ok {
+			continue
+		}
+		cost, ok := p.Cost(u)
+		if !ok {
+			return nil, ""
+		}
+		return &cost, name
+	}
+	return nil, ""
 }
 
 // completionText extracts the assistant text of a non-stream chat completion.

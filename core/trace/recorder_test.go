@@ -191,6 +191,10 @@ func TestVerifyCatchesTampering(t *testing.T) {
 		{"cost_micros", 1},
 		{"request_ct", []byte("forged")},
 		{"tenant_id", "other-tenant"}, // a row moved to another tenant
+		{"priced_model", "gpt-4o-mini"},
+		{"reported_model", "gpt-4o-mini"},
+		{"canonical_version", 1}, // read as v1, the row no longer matches its hash
+		{"canonical_version", 3}, // a version Loom does not know
 	} {
 		t.Run(tc.column, func(t *testing.T) {
 			e := newEnv(t)
@@ -401,6 +405,243 @@ func TestUnpricedModelHasNoCost(t *testing.T) {
 	if got.CostMicros != nil {
 		t.Fatalf("unpriced model cost %d, want NULL", *got.CostMicros)
 	}
+}
+
+// Without provider usage, a trace is charged an estimate only when an
+// upstream call happened and can have produced billable output: not when
+// Loom or the upstream refused the request, nor when the provider answered
+// without calling its upstream.
+func TestEstimateOnlyWhatCanBeBilled(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.start(t, nil)
+	errBody := []byte(`{"error":{"message":"no","type":"server_error","param":null,"code":null}}`)
+	var events []byte
+	for _, ev := range []string{
+		`{"id":"c","model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":"The capital of France"}}]}`,
+		`{"id":"c","choices":[{"index":0,"delta":{"content":" is Paris."}}]}`,
+	} {
+		events = sse.AppendEvent(events, []byte(ev))
+	}
+	type shape struct {
+		status   string
+		stream   bool
+		http     int
+		upstream time.Duration
+		response []byte
+	}
+	cases := []struct {
+		name      string
+		s         shape
+		estimated bool
+	}{
+		{"ok", shape{trace.StatusOK, false, 200, 25 * time.Millisecond, []byte(`{"choices":[{"message":{"content":"hi"}}]}`)}, true},
+		{"ok without upstream timings", shape{trace.StatusOK, false, 200, 0, []byte(`{"choices":[{"message":{"content":"hi"}}]}`)}, true},
+		{"stream broken off", shape{trace.StatusStreamFailure, true, 200, 25 * time.Millisecond, events}, true},
+		{"client left after the call started", shape{trace.StatusClientDisconnect, false, 499, 25 * time.Millisecond, nil}, true},
+		{"client left mid-stream", shape{trace.StatusClientDisconnect, true, 200, 0, events}, true},
+		{"shutdown mid-stream", shape{trace.StatusShutdown, true, 200, 0, events}, true},
+		{"timed out after the call started", shape{trace.StatusUpstreamTimeout, false, 504, 25 * time.Millisecond, errBody}, true},
+		{"plugin failed mid-stream", shape{trace.StatusPluginFailure, true, 200, 0, events}, true},
+		{"Loom failed mid-stream", shape{trace.StatusInternalError, true, 200, 0, events}, true},
+
+		{"client left before any call", shape{trace.StatusClientDisconnect, false, 499, 0, nil}, false},
+		{"timed out before any call", shape{trace.StatusUpstreamTimeout, false, 504, 0, errBody}, false},
+		{"rejected", shape{trace.StatusRejected, false, 400, 0, errBody}, false},
+		{"upstream 500", shape{trace.StatusUpstreamError, false, 500, 25 * time.Millisecond, errBody}, false},
+		{"stream: upstream 429", shape{trace.StatusUpstreamError, true, 429, 25 * time.Millisecond, errBody}, false},
+		{"no credentials, as upstream_error", shape{trace.StatusUpstreamError, false, 503, 0, errBody}, false},
+		{"no credentials", shape{trace.StatusProviderUnavailable, true, 503, 0, errBody}, false},
+		{"unreachable", shape{trace.StatusUpstreamUnreachable, false, 502, 3 * time.Millisecond, errBody}, false},
+		{"plugin failed before the answer", shape{trace.StatusPluginFailure, true, 502, 0, errBody}, false},
+		{"Loom failed before the answer", shape{trace.StatusInternalError, false, 500, 0, errBody}, false},
+	}
+	ids := make([]string, len(cases))
+	for i, c := range cases {
+		rec := e.record(i)
+		rec.Usage = nil
+		rec.Status, rec.Stream, rec.HTTPStatus, rec.Upstream, rec.Response = c.s.status, c.s.stream, c.s.http, c.s.upstream, c.s.response
+		if c.s.upstream == 0 {
+			rec.UpstreamTTFB = 0
+		}
+		ids[i] = rec.ID
+		submit(t, r, rec)
+	}
+	closeRecorder(t, r)
+	for i, c := range cases {
+		got, err := e.st.Trace(ctx, e.tenant.ID, ids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.estimated {
+			if got.UsageSource != trace.UsageEstimated || got.PromptTokens == nil || *got.PromptTokens == 0 || got.CostMicros == nil || got.PricedModel != "gpt-4o" {
+				t.Errorf("%s: usage %s, prompt %s, cost %s, priced as %q: want an estimate priced as gpt-4o", c.name, got.UsageSource, num(got.PromptTokens), num(got.CostMicros), got.PricedModel)
+			}
+			continue
+		}
+		if got.UsageSource != trace.UsageNone || got.PromptTokens != nil || got.CompletionTokens != nil || got.CostMicros != nil || got.PricedModel != "" {
+			t.Errorf("%s: usage %s, prompt %s, cost %s, priced as %q: want nothing counted or charged", c.name, got.UsageSource, num(got.PromptTokens), num(got.CostMicros), got.PricedModel)
+		}
+	}
+}
+
+// num shows an optional count.
+func num(p *int64) string {
+	if p == nil {
+		return "nil"
+	}
+	return fmt.Sprint(*p)
+}
+
+// A trace is priced under the model the upstream reported; when the catalog
+// has no price for that name, under the model Loom routed the request to;
+// never under the client's requested name. The name that priced it is kept.
+func TestPricingFallsBackToTheRoutedModel(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.start(t, nil)
+	cases := []struct {
+		name                          string
+		requested, upstream, reported string
+		cost                          int64 // µ$; -1: no cost
+		priced                        string
+	}{
+		// gpt-4o: 800×2.5 + 200×1.25 + 500×10 = 7250 µ$.
+		{"reported snapshot has a price", "gpt-4o", "gpt-4o", "gpt-4o-2024-08-06", 7250, "gpt-4o-2024-08-06"},
+		{"reported unpriced: routed", "gpt-4o", "gpt-4o", "gpt-4o-unlisted-preview", 7250, "gpt-4o"},
+		{"nothing reported: routed", "gpt-4o", "gpt-4o", "", 7250, "gpt-4o"},
+		// gpt-4o-mini: 800×0.15 + 200×0.075 + 500×0.6 = 435 µ$.
+		{"reported wins over routed", "gpt-4o", "gpt-4o", "gpt-4o-mini", 435, "gpt-4o-mini"},
+		{"rewritten route: routed", "fast", "gpt-4o", "gpt-4o-unlisted-preview", 7250, "gpt-4o"},
+		{"requested name never prices", "gpt-4o", "my-deployment", "mystery-model", -1, ""},
+	}
+	ids := make([]string, len(cases))
+	for i, c := range cases {
+		rec := e.record(i)
+		rec.RequestedModel, rec.UpstreamModel, rec.ReportedModel = c.requested, c.upstream, c.reported
+		ids[i] = rec.ID
+		submit(t, r, rec)
+	}
+	closeRecorder(t, r)
+	for i, c := range cases {
+		got, err := e.st.Trace(ctx, e.tenant.ID, ids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		cost := int64(-1)
+		if got.CostMicros != nil {
+			cost = *got.CostMicros
+		}
+		if cost != c.cost || got.PricedModel != c.priced || got.ReportedModel != c.reported || got.PriceVersion == "" {
+			t.Errorf("%s: cost %d priced as %q (reported %q, catalog %q), want %d priced as %q",
+				c.name, cost, got.PricedModel, got.ReportedModel, got.PriceVersion, c.cost, c.priced)
+		}
+		if got.CanonicalVersion != trace.CanonicalCurrent {
+			t.Errorf("%s: canonical version %d, want %d", c.name, got.CanonicalVersion, trace.CanonicalCurrent)
+		}
+	}
+	if reports, err := trace.Verify(ctx, e.st, ""); err != nil || len(reports) != 1 || reports[0].Break != nil {
+		t.Fatalf("verify: %v %+v", err, reports)
+	}
+}
+
+// A store holding chains written before v2 (hashed with v1, as the
+// recorder did then) and traces written since verifies; a field v1 does
+// not cover, set on an old row, and a version flipped on a new one, are
+// caught.
+func TestVerifyMixedCanonicalVersions(t *testing.T) {
+	for _, tamper := range []string{"", "priced model on a v1 row", "v2 row read as v1"} {
+		t.Run("tamper="+tamper, func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			old := writeV1Chain(t, e, 5)
+			r := e.start(t, nil)
+			var fresh []string
+			for i := 0; i < 5; i++ {
+				rec := e.record(100 + i)
+				fresh = append(fresh, rec.ID)
+				submit(t, r, rec)
+			}
+			closeRecorder(t, r)
+			var victim string
+			switch tamper {
+			case "priced model on a v1 row":
+				victim = old[2]
+				if err := e.st.TamperTrace(ctx, victim, "priced_model", "gpt-4o"); err != nil {
+					t.Fatal(err)
+				}
+			case "v2 row read as v1":
+				victim = fresh[2]
+				// A v2 row whose models are empty would encode like v1 but
+				// for the version's name: still a break.
+				if err := e.st.TamperTrace(ctx, victim, "priced_model", ""); err != nil {
+					t.Fatal(err)
+				}
+				if err := e.st.TamperTrace(ctx, victim, "canonical_version", 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			reports, err := trace.Verify(ctx, e.st, "")
+			if err != nil || len(reports) != 2 {
+				t.Fatalf("verify: %v %+v", err, reports)
+			}
+			var breaks []*trace.Break
+			for _, rep := range reports {
+				if rep.Traces != 5 && rep.Break == nil {
+					t.Errorf("chain %s: %d traces verified, want 5", rep.ChainID, rep.Traces)
+				}
+				if rep.Break != nil {
+					breaks = append(breaks, rep.Break)
+				}
+			}
+			switch {
+			case tamper == "" && len(breaks) != 0:
+				t.Fatalf("untampered store: %v", breaks[0])
+			case tamper != "" && (len(breaks) != 1 || breaks[0].TraceID != victim || breaks[0].Seq != 3):
+				t.Fatalf("%s not caught at seq 3 of its chain: %+v", tamper, breaks)
+			}
+		})
+	}
+}
+
+// writeV1Chain writes n traces of a new chain the way the recorder did
+// before canonical v2: hashed with v1, no reported or priced model. It
+// returns their ids.
+func writeV1Chain(t *testing.T, e *env, n int) []string {
+	t.Helper()
+	ctx := context.Background()
+	chain := uuid.NewString()
+	start := time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
+	if err := e.st.StartChain(ctx, store.Chain{ID: chain, StartedAt: start}); err != nil {
+		t.Fatal(err)
+	}
+	prev := trace.ZeroHash
+	var rows []store.Trace
+	for i := 0; i < n; i++ {
+		id, _ := uuid.NewV7()
+		cost := int64(7250)
+		tr := store.Trace{
+			ID: id.String(), TenantID: e.tenant.ID, RequestID: fmt.Sprintf("old-%d", i), Endpoint: "chat.completions",
+			RequestedModel: "gpt-4o", UpstreamModel: "gpt-4o", ProviderInstance: "openai", Status: trace.StatusOK, HTTPStatus: 200,
+			UsageSource: trace.UsageProvider, CostMicros: &cost, PriceVersion: "2026-11-21", LatencyUS: 30000, OverheadUS: 5000,
+			CreatedAt: start.Add(time.Duration(i) * time.Second), ChainID: chain, ChainSeq: int64(i + 1), PrevHash: prev,
+			CanonicalVersion: trace.CanonicalV1,
+		}
+		h, err := trace.ChainHash(&tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Hash, prev = h, h
+		rows = append(rows, tr)
+	}
+	if _, err := e.st.InsertTraces(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, n)
+	for i := range rows {
+		ids[i] = rows[i].ID
+	}
+	return ids
 }
 
 func TestShreddedTenantStillGetsItsTrace(t *testing.T) {

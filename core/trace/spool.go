@@ -164,6 +164,11 @@ func (s *spool) read(name string) ([]store.Trace, error) {
 		if err := json.Unmarshal(payload, &t); err != nil {
 			return rows, fmt.Errorf("spool file %s: record %d: %w", name, len(rows)+1, err)
 		}
+		if t.CanonicalVersion == 0 {
+			// Spooled by a Loom from before canonical versions were
+			// stored: hashed with v1.
+			t.CanonicalVersion = CanonicalV1
+		}
 		rows = append(rows, t)
 	}
 }

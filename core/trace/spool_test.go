@@ -17,6 +17,7 @@ func sampleRow(i int) store.Trace {
 		Status: StatusOK, HTTPStatus: 200, KeyVersion: 1, PromptTokens: &n,
 		Request:   store.Sealed{Nonce: []byte("123456789012"), Ciphertext: []byte{0, 1, 2, 255}},
 		CreatedAt: time.Date(2026, 11, 21, 10, 0, 0, 123000, time.UTC), ChainID: "c", ChainSeq: n, PrevHash: ZeroHash, Hash: ZeroHash,
+		CanonicalVersion: CanonicalCurrent,
 	}
 }
 
@@ -95,5 +96,36 @@ func TestSpoolLimit(t *testing.T) {
 	sp.append([]store.Trace{sampleRow(1), sampleRow(2)})
 	if !sp.full() {
 		t.Fatalf("spool of %d bytes with a 200-byte limit is not full", sp.bytes.Load())
+	}
+}
+
+// A spool file left by a Loom from before canonical versions were stored
+// holds rows without one: they were hashed with v1 and read back as v1,
+// so they verify once replayed.
+func TestSpoolRowsWithoutVersionAreV1(t *testing.T) {
+	sp, err := openSpool(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := sampleRow(1)
+	old.CanonicalVersion = CanonicalV1
+	h, err := ChainHash(&old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Hash, old.CanonicalVersion = h, 0 // as an earlier Loom spooled it: no version
+	if err := sp.append([]store.Trace{old}); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := sp.files()
+	rows, err := sp.read(files[0])
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("read: %v %d rows", err, len(rows))
+	}
+	if rows[0].CanonicalVersion != CanonicalV1 {
+		t.Fatalf("canonical version %d, want %d", rows[0].CanonicalVersion, CanonicalV1)
+	}
+	if got, err := ChainHash(&rows[0]); err != nil || !reflect.DeepEqual(got, h) {
+		t.Fatalf("replayed row does not verify: %v", err)
 	}
 }

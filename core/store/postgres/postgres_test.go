@@ -294,7 +294,7 @@ func trace(t *testing.T, tenantID, chainID string, seq int64, at time.Time) stor
 	return store.Trace{
 		ID: uuid.Must(uuid.NewV7()).String(), TenantID: tenantID, Endpoint: "chat.completions", Status: "ok",
 		HTTPStatus: 200, UsageSource: "none", CreatedAt: at, ChainID: chainID, ChainSeq: seq,
-		PrevHash: make([]byte, 32), Hash: bytes.Repeat([]byte{byte(seq)}, 32),
+		PrevHash: make([]byte, 32), Hash: bytes.Repeat([]byte{byte(seq)}, 32), CanonicalVersion: 2,
 	}
 }
 

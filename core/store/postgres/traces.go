@@ -42,8 +42,9 @@ func traceArgs(args []any, t *store.Trace) []any {
 		t.Request.Nonce, t.Request.Ciphertext, t.Response.Nonce, t.Response.Ciphertext,
 		t.Message.Nonce, t.Message.Ciphertext,
 		t.PromptTokens, t.CompletionTokens, t.TotalTokens, t.CachedPromptTokens, t.ReasoningTokens,
-		t.UsageSource, t.CostMicros, t.PriceVersion, t.LatencyUS, t.TTFBUS, t.UpstreamUS, t.UpstreamTTFBUS,
-		t.OverheadUS, t.ConfigHash, t.CreatedAt, t.ChainID, t.ChainSeq, t.PrevHash, t.Hash)
+		t.UsageSource, t.CostMicros, t.PriceVersion, t.ReportedModel, t.PricedModel,
+		t.LatencyUS, t.TTFBUS, t.UpstreamUS, t.UpstreamTTFBUS,
+		t.OverheadUS, t.ConfigHash, t.CreatedAt, t.ChainID, t.ChainSeq, t.PrevHash, t.Hash, t.CanonicalVersion)
 }
 
 // scanTrace reads one row of traceColumns. pgx keeps NULL and empty apart:
@@ -57,8 +58,9 @@ func scanTrace(r pgx.Row) (store.Trace, error) {
 		&t.Request.Nonce, &t.Request.Ciphertext, &t.Response.Nonce, &t.Response.Ciphertext,
 		&t.Message.Nonce, &t.Message.Ciphertext,
 		&t.PromptTokens, &t.CompletionTokens, &t.TotalTokens, &t.CachedPromptTokens, &t.ReasoningTokens,
-		&t.UsageSource, &t.CostMicros, &t.PriceVersion, &t.LatencyUS, &t.TTFBUS, &t.UpstreamUS, &t.UpstreamTTFBUS,
-		&t.OverheadUS, &t.ConfigHash, &t.CreatedAt, &t.ChainID, &t.ChainSeq, &t.PrevHash, &t.Hash)
+		&t.UsageSource, &t.CostMicros, &t.PriceVersion, &t.ReportedModel, &t.PricedModel,
+		&t.LatencyUS, &t.TTFBUS, &t.UpstreamUS, &t.UpstreamTTFBUS,
+		&t.OverheadUS, &t.ConfigHash, &t.CreatedAt, &t.ChainID, &t.ChainSeq, &t.PrevHash, &t.Hash, &t.CanonicalVersion)
 	t.CreatedAt = t.CreatedAt.UTC()
 	return t, err
 }

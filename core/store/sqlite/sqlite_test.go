@@ -312,7 +312,7 @@ func TestGuardNeverCommittedSet(t *testing.T) {
 	}
 	old := store.Trace{ID: uuid.NewString(), TenantID: tn.ID, Endpoint: "models", Status: "ok", UsageSource: "none",
 		CreatedAt: time.Date(2024, 1, 5, 0, 0, 0, 0, time.UTC), ChainID: ch.ID, ChainSeq: 1,
-		PrevHash: make([]byte, 32), Hash: make([]byte, 32)}
+		PrevHash: make([]byte, 32), Hash: make([]byte, 32), CanonicalVersion: 2}
 	if _, err := s.InsertTraces(ctx, []store.Trace{old}); err != nil {
 		t.Fatal(err)
 	}

@@ -29,8 +29,9 @@ func traceArgs(args []any, t *store.Trace) []any {
 		blob(t.Request.Nonce), blob(t.Request.Ciphertext), blob(t.Response.Nonce), blob(t.Response.Ciphertext),
 		blob(t.Message.Nonce), blob(t.Message.Ciphertext),
 		t.PromptTokens, t.CompletionTokens, t.TotalTokens, t.CachedPromptTokens, t.ReasoningTokens,
-		t.UsageSource, t.CostMicros, t.PriceVersion, t.LatencyUS, t.TTFBUS, t.UpstreamUS, t.UpstreamTTFBUS,
-		t.OverheadUS, t.ConfigHash, encTime(t.CreatedAt), t.ChainID, t.ChainSeq, t.PrevHash, t.Hash)
+		t.UsageSource, t.CostMicros, t.PriceVersion, t.ReportedModel, t.PricedModel,
+		t.LatencyUS, t.TTFBUS, t.UpstreamUS, t.UpstreamTTFBUS,
+		t.OverheadUS, t.ConfigHash, encTime(t.CreatedAt), t.ChainID, t.ChainSeq, t.PrevHash, t.Hash, t.CanonicalVersion)
 }
 
 // scanTrace reads one row of traceColumns.
@@ -42,8 +43,10 @@ func scanTrace(r scanner) (store.Trace, error) {
 		bytesDest{&t.Request.Nonce}, bytesDest{&t.Request.Ciphertext}, bytesDest{&t.Response.Nonce}, bytesDest{&t.Response.Ciphertext},
 		bytesDest{&t.Message.Nonce}, bytesDest{&t.Message.Ciphertext},
 		intPtr{&t.PromptTokens}, intPtr{&t.CompletionTokens}, intPtr{&t.TotalTokens}, intPtr{&t.CachedPromptTokens}, intPtr{&t.ReasoningTokens},
-		&t.UsageSource, intPtr{&t.CostMicros}, &t.PriceVersion, &t.LatencyUS, intPtr{&t.TTFBUS}, intPtr{&t.UpstreamUS}, intPtr{&t.UpstreamTTFBUS},
-		&t.OverheadUS, &t.ConfigHash, nanoTime{&t.CreatedAt}, &t.ChainID, &t.ChainSeq, bytesDest{&t.PrevHash}, bytesDest{&t.Hash})
+		&t.UsageSource, intPtr{&t.CostMicros}, &t.PriceVersion, &t.ReportedModel, &t.PricedModel,
+		&t.LatencyUS, intPtr{&t.TTFBUS}, intPtr{&t.UpstreamUS}, intPtr{&t.UpstreamTTFBUS},
+		&t.OverheadUS, &t.ConfigHash, nanoTime{&t.CreatedAt}, &t.ChainID, &t.ChainSeq, bytesDest{&t.PrevHash}, bytesDest{&t.Hash},
+		&t.CanonicalVersion)
 	return t, err
 }
 

@@ -508,7 +508,7 @@ func testListTracesFields(t *testing.T, s store.Store) {
 	sparse := store.Trace{ID: newTraceID(t), TenantID: strings.ToUpper(tn.ID), Endpoint: "/v1/unknown",
 		Status: "upstream_unreachable", HTTPStatus: 502, UsageSource: "none", LatencyUS: 5, OverheadUS: 4,
 		CreatedAt: dashBase.Add(time.Second + 999), ChainID: d.chain, ChainSeq: 99,
-		PrevHash: make([]byte, 32), Hash: randBytes(t, 32)}
+		PrevHash: make([]byte, 32), Hash: randBytes(t, 32), CanonicalVersion: 2}
 	d.add(full, sparse)
 	got, err := s.ListTraces(t.Context(), store.TenantScope(tn.ID), store.TraceFilter{}, nil, 10)
 	if err != nil {

@@ -120,7 +120,7 @@ func (d *ScaleData) Row(i int) store.Trace {
 		PromptTokens: &prompt, CompletionTokens: &completion, TotalTokens: &total,
 		LatencyUS: lat, OverheadUS: int64(200 + r.u64()%3000),
 		CreatedAt: at, ChainID: d.ChainIDs[tenant], ChainSeq: int64(i + 1),
-		PrevHash: scaleBody[i%4096 : i%4096+32], Hash: scaleBody[i%4096+32 : i%4096+64],
+		PrevHash: scaleBody[i%4096 : i%4096+32], Hash: scaleBody[i%4096+32 : i%4096+64], CanonicalVersion: 2,
 	}
 	tr.UpstreamModel = tr.RequestedModel + "-2025"
 	if status != "ok" {

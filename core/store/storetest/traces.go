@@ -117,6 +117,8 @@ func newTrace(t testing.TB, tenantID, chainID string, seq int64, at time.Time, b
 		UsageSource:        "provider",
 		CostMicros:         ptr(1817),
 		PriceVersion:       "2025-06",
+		ReportedModel:      "gpt-4o-2024-08-06-preview",
+		PricedModel:        "gpt-4o-2024-08-06",
 		LatencyUS:          1_234_567,
 		TTFBUS:             ptr(210_000),
 		UpstreamUS:         ptr(1_200_000),
@@ -128,6 +130,7 @@ func newTrace(t testing.TB, tenantID, chainID string, seq int64, at time.Time, b
 		ChainSeq:           seq,
 		PrevHash:           randBytes(t, 32),
 		Hash:               randBytes(t, 32),
+		CanonicalVersion:   2,
 	}
 }
 
@@ -260,7 +263,7 @@ func testTraceRoundTrip(t *testing.T, s store.Store) {
 		HTTPStatus: 502, ErrorMessage: "dial tcp: connection refused", UsageSource: "none",
 		Request:   store.Sealed{Nonce: randBytes(t, 12), Ciphertext: randBytes(t, 16)},
 		CreatedAt: time.Date(2025, 6, 2, 0, 0, 0, 999, time.UTC),
-		ChainID:   ch.ID, ChainSeq: 2, PrevHash: full.Hash, Hash: randBytes(t, 32),
+		ChainID:   ch.ID, ChainSeq: 2, PrevHash: full.Hash, Hash: randBytes(t, 32), CanonicalVersion: 1,
 	}
 	// Zero values that must not turn into NULLs (and empty, non-nil bytes).
 	zeros := newTrace(t, tn.ID, ch.ID, 3, time.Date(2025, 6, 30, 23, 59, 59, 999999999, time.UTC), 0)
@@ -339,15 +342,18 @@ func testInsertRejects(t *testing.T, s store.Store) {
 	wantErr(t, "InsertTraces(unknown chain)", err, store.ErrNotFound)
 
 	bad := map[string]func(*store.Trace){
-		"short hash":     func(tr *store.Trace) { tr.Hash = tr.Hash[:31] },
-		"nil prev hash":  func(tr *store.Trace) { tr.PrevHash = nil },
-		"malformed id":   func(tr *store.Trace) { tr.ID = "trace-1" },
-		"malformed tid":  func(tr *store.Trace) { tr.TenantID = "acme" },
-		"seq 0":          func(tr *store.Trace) { tr.ChainSeq = 0 },
-		"zero CreatedAt": func(tr *store.Trace) { tr.CreatedAt = time.Time{} },
+		"short hash":           func(tr *store.Trace) { tr.Hash = tr.Hash[:31] },
+		"nil prev hash":        func(tr *store.Trace) { tr.PrevHash = nil },
+		"malformed id":         func(tr *store.Trace) { tr.ID = "trace-1" },
+		"malformed tid":        func(tr *store.Trace) { tr.TenantID = "acme" },
+		"seq 0":                func(tr *store.Trace) { tr.ChainSeq = 0 },
+		"zero CreatedAt":       func(tr *store.Trace) { tr.CreatedAt = time.Time{} },
+		"no canonical version": func(tr *store.Trace) { tr.CanonicalVersion = 0 },
 		// Text every store can keep: PostgreSQL's text refuses these.
-		"NUL in text":   func(tr *store.Trace) { tr.ErrorMessage = "bad\x00byte" },
-		"invalid UTF-8": func(tr *store.Trace) { tr.UpstreamModel = "gpt\xff" },
+		"NUL in text":                 func(tr *store.Trace) { tr.ErrorMessage = "bad\x00byte" },
+		"invalid UTF-8":               func(tr *store.Trace) { tr.UpstreamModel = "gpt\xff" },
+		"NUL in the priced model":     func(tr *store.Trace) { tr.PricedModel = "gpt\x00" },
+		"invalid UTF-8 in the report": func(tr *store.Trace) { tr.ReportedModel = "gpt\xff" },
 	}
 	for name, mutate := range bad {
 		tr := newTrace(t, tn.ID, ch.ID, 3, at, 10)
@@ -589,6 +595,9 @@ func testTamperTrace(t *testing.T, s store.Store) {
 		{"cost_micros", nil, func(tr *store.Trace) { tr.CostMicros = nil }},
 		{"stream", false, func(tr *store.Trace) { tr.Stream = false }},
 		{"http_status", 201, func(tr *store.Trace) { tr.HTTPStatus = 201 }},
+		{"priced_model", "gpt-4o-mini", func(tr *store.Trace) { tr.PricedModel = "gpt-4o-mini" }},
+		{"reported_model", "", func(tr *store.Trace) { tr.ReportedModel = "" }},
+		{"canonical_version", 1, func(tr *store.Trace) { tr.CanonicalVersion = 1 }},
 	}
 	want := trs[1]
 	for _, c := range changes {

@@ -67,8 +67,9 @@ const TraceColumns = `id, tenant_id, request_id, endpoint, stream, requested_mod
 	provider_instance, plugin_name, plugin_version, status, http_status, error_message, key_version,
 	request_nonce, request_ct, response_nonce, response_ct, message_nonce, message_ct,
 	prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, reasoning_tokens,
-	usage_source, cost_micros, price_version, latency_us, ttfb_us, upstream_us, upstream_ttfb_us,
-	overhead_us, config_hash, created_at, chain_id, chain_seq, prev_hash, hash`
+	usage_source, cost_micros, price_version, reported_model, priced_model,
+	latency_us, ttfb_us, upstream_us, upstream_ttfb_us,
+	overhead_us, config_hash, created_at, chain_id, chain_seq, prev_hash, hash, canonical_version`
 
 // TraceColumnNames is TraceColumns as a slice.
 var TraceColumnNames = func() []string {
@@ -110,12 +111,16 @@ func Trace(t store.Trace) (store.Trace, error) {
 	if t.CreatedAt.IsZero() {
 		return t, fmt.Errorf("trace %s: zero CreatedAt", t.ID)
 	}
+	if t.CanonicalVersion < 1 {
+		return t, fmt.Errorf("trace %s: canonical version %d, want >= 1", t.ID, t.CanonicalVersion)
+	}
 	for _, f := range []struct{ name, v string }{
 		{"request id", t.RequestID}, {"endpoint", t.Endpoint}, {"requested model", t.RequestedModel},
 		{"upstream model", t.UpstreamModel}, {"provider instance", t.ProviderInstance},
 		{"plugin name", t.PluginName}, {"plugin version", t.PluginVersion}, {"status", t.Status},
 		{"error message", t.ErrorMessage}, {"usage source", t.UsageSource},
-		{"price version", t.PriceVersion}, {"config hash", t.ConfigHash},
+		{"price version", t.PriceVersion}, {"reported model", t.ReportedModel},
+		{"priced model", t.PricedModel}, {"config hash", t.ConfigHash},
 	} {
 		if err := Text(f.v); err != nil {
 			return t, fmt.Errorf("trace %s: %s: %w", t.ID, f.name, err)
