@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,13 @@ import (
 //	              leak-key a 2xx answer or stream, leak-key-401 and leak-key-500
 //	              OpenAI's "Incorrect API key provided: …" error
 //	anything else a normal answer (stream or not)
+//
+// Whatever the model, a request's metadata can ask for more:
+//
+//	metadata.mock_model   the answer names this model instead of the requested
+//	                      one (an upstream reporting a model Loom has no price for)
+//	metadata.mock_status  the upstream refuses with this HTTP status and an
+//	                      OpenAI error body
 type mockUpstream struct {
 	*httptest.Server
 	mu       sync.Mutex
@@ -104,6 +112,17 @@ func (m *mockUpstream) serve(w http.ResponseWriter, r *http.Request) {
 	req := m.record(r)
 	model, _ := req.Body["model"].(string)
 	stream, _ := req.Body["stream"].(bool)
+	meta, _ := req.Body["metadata"].(map[string]any)
+	if status, _ := meta["mock_status"].(string); status != "" {
+		code, err := strconv.Atoi(status)
+		if err != nil || code < 400 || code > 599 {
+			code = http.StatusInternalServerError
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		fmt.Fprintf(w, `{"error":{"message":"The mock refused with %d.","type":"server_error","param":null,"code":null}}`, code)
+		return
+	}
 	if leak := strings.TrimPrefix(model, "azure/"); strings.HasPrefix(leak, "leak-key") {
 		m.leakKey(w, r, req, leak, stream)
 		return
@@ -143,6 +162,9 @@ func (m *mockUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":3,"total_tokens":3}}`)
 		return
+	}
+	if reply, _ := meta["mock_model"].(string); reply != "" {
+		model = reply
 	}
 	if !stream {
 		w.Header().Set("Content-Type", "application/json")
