@@ -402,6 +402,10 @@ func TestDashboard(t *testing.T) {
 	b.do("open a trace", chromedp.Click(css(fmt.Sprintf(`[data-testid="trace-rows"] tr[data-id=%q] td:nth-child(3)`, plain.ID))))
 	openTrace(plain.ID)
 	checkConversation(plainSent.prompt)
+	// The echo model has no price: the cost says so and names the model.
+	if cost := eval[string](b, `document.querySelector('[data-testid="trace-cost"]').textContent`); !strings.Contains(cost, "not priced: price catalog") || !strings.Contains(cost, "echo-1") {
+		t.Errorf("the cost of an unpriced trace shows %q", cost)
+	}
 	b.milestone("trace")
 	b.do("go back", chromedp.Click(testid("trace-back")), chromedp.WaitVisible(testid("trace-rows")))
 	if n := eval[int](b, rowCount); n < pageSize {
