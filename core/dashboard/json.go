@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/loom-runtime/loom/core/store"
+	"github.com/loom-runtime/loom/core/trace"
 )
 
 // timeFormat is RFC 3339 in UTC with microseconds, the precision of the store.
@@ -118,6 +122,9 @@ type detailJSON struct {
 	summaryJSON
 	Plugin         *pluginJSON `json:"plugin"`
 	PriceVersion   *string     `json:"price_version"`
+	ReportedModel  *string     `json:"reported_model"`
+	PricedModel    *string     `json:"priced_model"`
+	PricingNote    *string     `json:"pricing_note"`
 	ConfigHash     *string     `json:"config_hash"`
 	KeyVersion     int         `json:"key_version"`
 	UpstreamTTFBMS *float64    `json:"upstream_ttfb_ms"`
@@ -152,6 +159,9 @@ func detailOf(t *store.Trace, tenant string) detailJSON {
 	d := detailJSON{
 		summaryJSON:    summaryOf(summaryOfTrace(t), tenant),
 		PriceVersion:   nullable(t.PriceVersion),
+		ReportedModel:  nullable(t.ReportedModel),
+		PricedModel:    nullable(t.PricedModel),
+		PricingNote:    nullable(pricingNote(t)),
 		ConfigHash:     nullable(t.ConfigHash),
 		KeyVersion:     t.KeyVersion,
 		UpstreamTTFBMS: msPtr(t.UpstreamTTFBUS),
@@ -161,6 +171,33 @@ func detailOf(t *store.Trace, tenant string) detailJSON {
 		d.Plugin = &pluginJSON{Name: t.PluginName, Version: t.PluginVersion}
 	}
 	return d
+}
+
+// pricingNote explains a trace's cost when it is not simply the price of
+// the model the upstream reported: it was priced under the routed model
+// because the reported one has no price, or tokens were counted but no
+// name had a price. "" otherwise, and for traces recorded before Loom kept
+// the reported and priced models (canonical v1), whose lookup is unknown.
+func pricingNote(t *store.Trace) string {
+	if t.CanonicalVersion < trace.CanonicalV2 {
+		return ""
+	}
+	switch {
+	case t.PricedModel != "" && t.ReportedModel != "" && t.PricedModel != t.ReportedModel:
+		return fmt.Sprintf("priced as %s: the upstream reported %s, which has no price", t.PricedModel, t.ReportedModel)
+	case t.CostMicros == nil && t.PromptTokens != nil:
+		var names []string
+		for _, n := range []string{t.ReportedModel, t.UpstreamModel} {
+			if n != "" && !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+		if len(names) == 0 {
+			return "not priced: the trace names no model"
+		}
+		return fmt.Sprintf("not priced: price catalog %s has no price for %s", t.PriceVersion, strings.Join(names, " or "))
+	}
+	return ""
 }
 
 // jsonOrString shows a body as JSON when it is JSON, else as a string; an

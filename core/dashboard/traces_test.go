@@ -68,6 +68,9 @@ type detailT struct {
 		Version string `json:"version"`
 	} `json:"plugin"`
 	PriceVersion   *string         `json:"price_version"`
+	ReportedModel  *string         `json:"reported_model"`
+	PricedModel    *string         `json:"priced_model"`
+	PricingNote    *string         `json:"pricing_note"`
 	ConfigHash     *string         `json:"config_hash"`
 	KeyVersion     int             `json:"key_version"`
 	UpstreamTTFBMS *float64        `json:"upstream_ttfb_ms"`
@@ -439,8 +442,8 @@ func TestTraceDetail(t *testing.T) {
 			if resp.StatusCode != 200 {
 				t.Fatalf("status %d: %s", resp.StatusCode, body)
 			}
-			wantKeys(t, body, append(slices.Clone(summaryKeys), "plugin", "price_version", "config_hash", "key_version",
-				"upstream_ttfb_ms", "request", "response", "message", "chain", "readable", "unreadable")...)
+			wantKeys(t, body, append(slices.Clone(summaryKeys), "plugin", "price_version", "reported_model", "priced_model",
+				"pricing_note", "config_hash", "key_version", "upstream_ttfb_ms", "request", "response", "message", "chain", "readable", "unreadable")...)
 			d := decodeStrict[detailT](t, body)
 			checkSummary(t, e, d.summaryT, s)
 			if a, b := mustJSON(t, d.summaryT), mustJSON(t, listed[s.id]); !bytes.Equal(a, b) {
@@ -452,6 +455,11 @@ func TestTraceDetail(t *testing.T) {
 			}
 			if (s.usage != nil) != (d.PriceVersion != nil) || (d.PriceVersion != nil && *d.PriceVersion != e.cat.Version()) {
 				t.Errorf("price_version %v for usage %v", d.PriceVersion, s.usage)
+			}
+			// The seeds report no model: a cost is the routed model's.
+			if d.ReportedModel != nil || (d.CostMicros != nil) != (d.PricedModel != nil) ||
+				(d.PricedModel != nil && *d.PricedModel != s.model) || (d.CostMicros != nil && d.PricingNote != nil) {
+				t.Errorf("reported_model %v priced_model %v pricing_note %v for cost %v", d.ReportedModel, d.PricedModel, d.PricingNote, d.CostMicros)
 			}
 			if s.upstream > 0 {
 				if d.UpstreamTTFBMS == nil || *d.UpstreamTTFBMS != float64((s.upstream/2).Microseconds())/1000 {
@@ -666,6 +674,35 @@ func TestNamesDuringOutage(t *testing.T) {
 		}
 		if st.calls != listing {
 			t.Errorf("after listing %d: ListTenants called %d times, want %d", listing, st.calls, listing)
+		}
+	}
+}
+
+// The note says why a trace has the price it has when that is not simply
+// the reported model's: a fallback to the routed model, or no price at all.
+func TestPricingNote(t *testing.T) {
+	n := func(v int64) *int64 { return &v }
+	for _, c := range []struct {
+		name string
+		tr   store.Trace
+		want string
+	}{
+		{"priced as reported", store.Trace{CanonicalVersion: 2, ReportedModel: "gpt-4o-2024-08-06", UpstreamModel: "gpt-4o",
+			PricedModel: "gpt-4o-2024-08-06", PromptTokens: n(9), CostMicros: n(73)}, ""},
+		{"nothing reported", store.Trace{CanonicalVersion: 2, UpstreamModel: "gpt-4o", PricedModel: "gpt-4o", PromptTokens: n(9), CostMicros: n(73)}, ""},
+		{"fallback", store.Trace{CanonicalVersion: 2, ReportedModel: "gpt-4o-x-preview", UpstreamModel: "gpt-4o",
+			PricedModel: "gpt-4o", PromptTokens: n(9), CostMicros: n(73)},
+			"priced as gpt-4o: the upstream reported gpt-4o-x-preview, which has no price"},
+		{"unpriced", store.Trace{CanonicalVersion: 2, ReportedModel: "mystery", UpstreamModel: "my-deployment",
+			PromptTokens: n(9), PriceVersion: "2026-11-21"},
+			"not priced: price catalog 2026-11-21 has no price for mystery or my-deployment"},
+		{"unpriced, one name", store.Trace{CanonicalVersion: 2, ReportedModel: "mystery", UpstreamModel: "mystery",
+			PromptTokens: n(9), PriceVersion: "2026-11-21"}, "not priced: price catalog 2026-11-21 has no price for mystery"},
+		{"no usage", store.Trace{CanonicalVersion: 2, UpstreamModel: "gpt-4o", Status: "upstream_error"}, ""},
+		{"written before v2", store.Trace{CanonicalVersion: 1, UpstreamModel: "mystery", PromptTokens: n(9)}, ""},
+	} {
+		if got := pricingNote(&c.tr); got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
 		}
 	}
 }

@@ -103,7 +103,7 @@ function stats(t) {
     stat('Prompt tokens', fmt.int(tk.prompt), 'trace-tokens-prompt', fmt.isNum(tk.cached) && tk.cached ? `${fmt.int(tk.cached)} cached` : null),
     stat('Completion tokens', fmt.int(tk.completion), 'trace-tokens-completion'),
     stat('Total tokens', fmt.int(tk.total), 'trace-tokens-total', t.usage_source ? `usage: ${t.usage_source}` : null),
-    stat('Cost', fmt.usd(t.cost_micros), 'trace-cost', t.cost_micros === null || t.cost_micros === undefined ? 'model not priced' : (t.price_version ? `prices ${t.price_version}` : null)),
+    stat('Cost', fmt.usd(t.cost_micros), 'trace-cost', t.pricing_note || (t.cost_micros === null || t.cost_micros === undefined ? 'model not priced' : (t.price_version ? `prices ${t.price_version}` : null))),
     stat('Latency', fmt.ms(t.latency_ms), 'trace-latency', fmt.isNum(t.ttfb_ms) ? `TTFB ${fmt.ms(t.ttfb_ms)}` : null));
 }
 
@@ -315,7 +315,8 @@ function meta(t) {
     h('dl', {class: 'meta'},
       row('Trace ID', t.id), row('Request ID', t.request_id), row('Tenant', t.tenant), row('Endpoint', t.endpoint),
       row('Provider', t.provider), row('Plugin', t.plugin ? `${t.plugin.name || ''} ${t.plugin.version || ''}`.trim() : null),
-      row('Requested model', t.model), row('Upstream model', t.upstream_model), row('HTTP status', t.http_status),
+      row('Requested model', t.model), row('Upstream model', t.upstream_model), row('Reported model', t.reported_model),
+      row('Priced as', t.priced_model), row('HTTP status', t.http_status),
       row('Usage source', t.usage_source), row('Price version', t.price_version), row('Config hash', t.config_hash),
       row('Key version', t.key_version), row('Chain', t.chain ? `${t.chain.id} #${t.chain.seq}` : null),
       row('Chain hash', t.chain && t.chain.hash), row('Recorded', t.created_at)));
