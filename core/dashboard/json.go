@@ -130,9 +130,13 @@ type detailJSON struct {
 	UpstreamTTFBMS *float64    `json:"upstream_ttfb_ms"`
 	Request        any         `json:"request"`
 	Response       any         `json:"response"`
-	Message        any         `json:"message"`
-	Chain          chainJSON   `json:"chain"`
-	Readable       bool        `json:"readable"`
+	// RequestTruncated, ResponseTruncated: the body shown is its start,
+	// cut at trace.max_body_bytes.
+	RequestTruncated  bool      `json:"request_truncated"`
+	ResponseTruncated bool      `json:"response_truncated"`
+	Message           any       `json:"message"`
+	Chain             chainJSON `json:"chain"`
+	Readable          bool      `json:"readable"`
 	// Unreadable says why the bodies are not shown (null when readable):
 	// one of the unreadable* reasons.
 	Unreadable *string `json:"unreadable"`
@@ -157,15 +161,16 @@ const (
 
 func detailOf(t *store.Trace, tenant string) detailJSON {
 	d := detailJSON{
-		summaryJSON:    summaryOf(summaryOfTrace(t), tenant),
-		PriceVersion:   nullable(t.PriceVersion),
-		ReportedModel:  nullable(t.ReportedModel),
-		PricedModel:    nullable(t.PricedModel),
-		PricingNote:    nullable(pricingNote(t)),
-		ConfigHash:     nullable(t.ConfigHash),
-		KeyVersion:     t.KeyVersion,
-		UpstreamTTFBMS: msPtr(t.UpstreamTTFBUS),
-		Chain:          chainJSON{ID: t.ChainID, Seq: t.ChainSeq, Hash: hex.EncodeToString(t.Hash)},
+		summaryJSON:      summaryOf(summaryOfTrace(t), tenant),
+		PriceVersion:     nullable(t.PriceVersion),
+		ReportedModel:    nullable(t.ReportedModel),
+		PricedModel:      nullable(t.PricedModel),
+		PricingNote:      nullable(pricingNote(t)),
+		ConfigHash:       nullable(t.ConfigHash),
+		KeyVersion:       t.KeyVersion,
+		UpstreamTTFBMS:   msPtr(t.UpstreamTTFBUS),
+		Chain:            chainJSON{ID: t.ChainID, Seq: t.ChainSeq, Hash: hex.EncodeToString(t.Hash)},
+		RequestTruncated: t.RequestTruncated, ResponseTruncated: t.ResponseTruncated,
 	}
 	if t.PluginName != "" || t.PluginVersion != "" {
 		d.Plugin = &pluginJSON{Name: t.PluginName, Version: t.PluginVersion}

@@ -76,6 +76,8 @@ type detailT struct {
 	UpstreamTTFBMS *float64        `json:"upstream_ttfb_ms"`
 	Request        json.RawMessage `json:"request"`
 	Response       json.RawMessage `json:"response"`
+	ReqTruncated   bool            `json:"request_truncated"`
+	RespTruncated  bool            `json:"response_truncated"`
 	Message        json.RawMessage `json:"message"`
 	Chain          struct {
 		ID   string `json:"id"`
@@ -443,7 +445,7 @@ func TestTraceDetail(t *testing.T) {
 				t.Fatalf("status %d: %s", resp.StatusCode, body)
 			}
 			wantKeys(t, body, append(slices.Clone(summaryKeys), "plugin", "price_version", "reported_model", "priced_model",
-				"pricing_note", "config_hash", "key_version", "upstream_ttfb_ms", "request", "response", "message", "chain", "readable", "unreadable")...)
+				"pricing_note", "config_hash", "key_version", "upstream_ttfb_ms", "request", "response", "request_truncated", "response_truncated", "message", "chain", "readable", "unreadable")...)
 			d := decodeStrict[detailT](t, body)
 			checkSummary(t, e, d.summaryT, s)
 			if a, b := mustJSON(t, d.summaryT), mustJSON(t, listed[s.id]); !bytes.Equal(a, b) {

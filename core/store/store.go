@@ -160,6 +160,9 @@ type Trace struct {
 	// or UpstreamModel when the catalog has no price for ReportedModel; ""
 	// when CostMicros is nil.
 	PricedModel string
+	// RequestTruncated and ResponseTruncated: the sealed body is the start
+	// of the body, cut at trace.max_body_bytes.
+	RequestTruncated, ResponseTruncated bool
 
 	// Latencies in microseconds. TTFB and upstream ones are nil when they did not happen.
 	LatencyUS      int64

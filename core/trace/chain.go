@@ -26,7 +26,7 @@ const (
 	// ReportedModel and PricedModel were added.
 	CanonicalV1 = 1
 	// CanonicalV2 ("loom.trace.v2") is v1 (under its own name) followed
-	// by ReportedModel and PricedModel.
+	// by ReportedModel, PricedModel, RequestTruncated and ResponseTruncated.
 	CanonicalV2 = 2
 	// CanonicalCurrent is the version the recorder writes.
 	CanonicalCurrent = CanonicalV2
@@ -46,8 +46,8 @@ func Canonical(t *store.Trace) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown canonical version %d", t.CanonicalVersion)
 	}
-	if t.CanonicalVersion == CanonicalV1 && (t.ReportedModel != "" || t.PricedModel != "") {
-		return nil, fmt.Errorf("a %s row cannot have a reported or priced model: the row was changed after it was written", name)
+	if t.CanonicalVersion == CanonicalV1 && (t.ReportedModel != "" || t.PricedModel != "" || t.RequestTruncated || t.ResponseTruncated) {
+		return nil, fmt.Errorf("a %s row cannot have a reported or priced model or a truncation flag: the row was changed after it was written", name)
 	}
 	var b bytes.Buffer
 	b.Grow(256 + len(t.Request.Ciphertext) + len(t.Response.Ciphertext) + len(t.Message.Ciphertext))
@@ -91,6 +91,8 @@ func Canonical(t *store.Trace) ([]byte, error) {
 	if t.CanonicalVersion >= CanonicalV2 {
 		str(t.ReportedModel)
 		str(t.PricedModel)
+		putBool(&b, t.RequestTruncated)
+		putBool(&b, t.ResponseTruncated)
 	}
 	return b.Bytes(), nil
 }

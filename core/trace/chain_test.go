@@ -47,13 +47,14 @@ func TestCanonicalV1Golden(t *testing.T) {
 	}
 }
 
-// v2 covers what v1 does and the reported and priced models; its hash is
-// pinned so that it cannot change unnoticed either.
+// v2 covers what v1 does, the reported and priced models and the
+// truncation flags; its hash is pinned so that it cannot change unnoticed
+// either.
 func TestCanonicalV2(t *testing.T) {
 	row := goldenRow(CanonicalV2)
 	row.ReportedModel, row.PricedModel = "gpt-4o-unlisted-preview", "gpt-4o"
 	base := mustHash(t, &row)
-	if want := "24025e5662c5a988a08eea4fb2d3175ab5c26981aa83b35e9192f9f9f3d45d35"; base != want {
+	if want := "8a0d5b114e80ad9640e5a207f1e00b96cc561607506e7337049d95574055fd7d"; base != want {
 		t.Fatalf("v2 hash %s, want %s", base, want)
 	}
 	v1 := goldenRow(CanonicalV1)
@@ -67,6 +68,8 @@ func TestCanonicalV2(t *testing.T) {
 		"models swapped":      func(r *store.Trace) { r.ReportedModel, r.PricedModel = r.PricedModel, r.ReportedModel },
 		"boundary moved":      func(r *store.Trace) { r.ReportedModel, r.PricedModel = "gpt-4o-unlisted-previewgpt-4o", "" },
 		"version lowered":     func(r *store.Trace) { r.CanonicalVersion = CanonicalV1 },
+		"request truncated":   func(r *store.Trace) { r.RequestTruncated = true },
+		"response truncated":  func(r *store.Trace) { r.ResponseTruncated = true },
 		"a v1 field (status)": func(r *store.Trace) { r.Status = StatusStreamFailure },
 	} {
 		changed := row
@@ -83,6 +86,7 @@ func TestCanonicalRefuses(t *testing.T) {
 	for name, row := range map[string]store.Trace{
 		"v1 with a priced model":   func() store.Trace { r := goldenRow(CanonicalV1); r.PricedModel = "gpt-4o"; return r }(),
 		"v1 with a reported model": func() store.Trace { r := goldenRow(CanonicalV1); r.ReportedModel = "gpt-4o"; return r }(),
+		"v1 with a truncated body": func() store.Trace { r := goldenRow(CanonicalV1); r.ResponseTruncated = true; return r }(),
 		"version 0":                goldenRow(0),
 		"version 3":                goldenRow(3),
 	} {

@@ -510,6 +510,7 @@ func (r *Recorder) finalize(rec *Record) (store.Trace, error) {
 		PluginName: clean(rec.PluginName), PluginVersion: clean(rec.PluginVersion), Status: rec.Status, HTTPStatus: rec.HTTPStatus,
 		ErrorMessage: clean(rec.Error), ConfigHash: rec.ConfigHash,
 		CreatedAt: rec.Start.UTC().Truncate(time.Microsecond), ReportedModel: clean(rec.ReportedModel),
+		RequestTruncated: rec.RequestTruncated, ResponseTruncated: rec.ResponseTruncated,
 		CanonicalVersion: CanonicalCurrent,
 	}
 	// Usage: the provider's, else an estimate with the model's BPE tokenizer

@@ -490,8 +490,9 @@ func TestLargeAnswers(t *testing.T) {
 	waitTraces(t, st, "acme", 6)
 	for id, tr := range traces(t, st, "acme") {
 		// AES-GCM adds a 16-byte tag.
-		if n := len(tr.Response.Ciphertext); n == 0 || n > keep+16 {
-			t.Errorf("trace %s keeps %d bytes of a 40 MB answer, want at most trace.max_body_bytes (%d)", id, n, keep)
+		if n := len(tr.Response.Ciphertext); n == 0 || n > keep+16 || !tr.ResponseTruncated || tr.RequestTruncated {
+			t.Errorf("trace %s keeps %d bytes of a 40 MB answer (truncated %v, request %v), want at most trace.max_body_bytes (%d), flagged",
+				id, n, tr.ResponseTruncated, tr.RequestTruncated, keep)
 		}
 	}
 }

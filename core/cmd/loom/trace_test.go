@@ -154,7 +154,7 @@ func mixedKinds() []kind {
 		{"invalid JSON", "rejected", acme, post(`{"model":`)},
 		{"missing messages", "rejected", acme, post(`{"model":"gpt-ok"}`)},
 		{"no route", "rejected", narrow, post(chatBody("claude-3", false))},
-		{"NUL and odd characters in the model", "ok", acme, post(`{"model":"gpt\u0000ok\u00e9\ud800","messages":[]}`)},
+		{"NUL and odd characters in the model (refused, still traced)", "rejected", acme, post(`{"model":"gpt\u0000ok\u00e9\ud800","messages":[]}`)},
 		{"invalid UTF-8 in the path", "rejected", acme, func(p *proxyEnv, key string) error {
 			_, _, err := p.send("/v1/%ff%00x", key, `{}`)
 			return err

@@ -43,7 +43,7 @@ func traceArgs(args []any, t *store.Trace) []any {
 		t.Message.Nonce, t.Message.Ciphertext,
 		t.PromptTokens, t.CompletionTokens, t.TotalTokens, t.CachedPromptTokens, t.ReasoningTokens,
 		t.UsageSource, t.CostMicros, t.PriceVersion, t.ReportedModel, t.PricedModel,
-		t.LatencyUS, t.TTFBUS, t.UpstreamUS, t.UpstreamTTFBUS,
+		t.RequestTruncated, t.ResponseTruncated, t.LatencyUS, t.TTFBUS, t.UpstreamUS, t.UpstreamTTFBUS,
 		t.OverheadUS, t.ConfigHash, t.CreatedAt, t.ChainID, t.ChainSeq, t.PrevHash, t.Hash, t.CanonicalVersion)
 }
 
@@ -59,7 +59,7 @@ func scanTrace(r pgx.Row) (store.Trace, error) {
 		&t.Message.Nonce, &t.Message.Ciphertext,
 		&t.PromptTokens, &t.CompletionTokens, &t.TotalTokens, &t.CachedPromptTokens, &t.ReasoningTokens,
 		&t.UsageSource, &t.CostMicros, &t.PriceVersion, &t.ReportedModel, &t.PricedModel,
-		&t.LatencyUS, &t.TTFBUS, &t.UpstreamUS, &t.UpstreamTTFBUS,
+		&t.RequestTruncated, &t.ResponseTruncated, &t.LatencyUS, &t.TTFBUS, &t.UpstreamUS, &t.UpstreamTTFBUS,
 		&t.OverheadUS, &t.ConfigHash, &t.CreatedAt, &t.ChainID, &t.ChainSeq, &t.PrevHash, &t.Hash, &t.CanonicalVersion)
 	t.CreatedAt = t.CreatedAt.UTC()
 	return t, err

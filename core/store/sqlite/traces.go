@@ -30,7 +30,7 @@ func traceArgs(args []any, t *store.Trace) []any {
 		blob(t.Message.Nonce), blob(t.Message.Ciphertext),
 		t.PromptTokens, t.CompletionTokens, t.TotalTokens, t.CachedPromptTokens, t.ReasoningTokens,
 		t.UsageSource, t.CostMicros, t.PriceVersion, t.ReportedModel, t.PricedModel,
-		t.LatencyUS, t.TTFBUS, t.UpstreamUS, t.UpstreamTTFBUS,
+		boolInt(t.RequestTruncated), boolInt(t.ResponseTruncated), t.LatencyUS, t.TTFBUS, t.UpstreamUS, t.UpstreamTTFBUS,
 		t.OverheadUS, t.ConfigHash, encTime(t.CreatedAt), t.ChainID, t.ChainSeq, t.PrevHash, t.Hash, t.CanonicalVersion)
 }
 
@@ -44,7 +44,7 @@ func scanTrace(r scanner) (store.Trace, error) {
 		bytesDest{&t.Message.Nonce}, bytesDest{&t.Message.Ciphertext},
 		intPtr{&t.PromptTokens}, intPtr{&t.CompletionTokens}, intPtr{&t.TotalTokens}, intPtr{&t.CachedPromptTokens}, intPtr{&t.ReasoningTokens},
 		&t.UsageSource, intPtr{&t.CostMicros}, &t.PriceVersion, &t.ReportedModel, &t.PricedModel,
-		&t.LatencyUS, intPtr{&t.TTFBUS}, intPtr{&t.UpstreamUS}, intPtr{&t.UpstreamTTFBUS},
+		intBool{&t.RequestTruncated}, intBool{&t.ResponseTruncated}, &t.LatencyUS, intPtr{&t.TTFBUS}, intPtr{&t.UpstreamUS}, intPtr{&t.UpstreamTTFBUS},
 		&t.OverheadUS, &t.ConfigHash, nanoTime{&t.CreatedAt}, &t.ChainID, &t.ChainSeq, bytesDest{&t.PrevHash}, bytesDest{&t.Hash},
 		&t.CanonicalVersion)
 	return t, err

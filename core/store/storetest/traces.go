@@ -119,6 +119,7 @@ func newTrace(t testing.TB, tenantID, chainID string, seq int64, at time.Time, b
 		PriceVersion:       "2025-06",
 		ReportedModel:      "gpt-4o-2024-08-06-preview",
 		PricedModel:        "gpt-4o-2024-08-06",
+		ResponseTruncated:  true,
 		LatencyUS:          1_234_567,
 		TTFBUS:             ptr(210_000),
 		UpstreamUS:         ptr(1_200_000),
@@ -597,6 +598,7 @@ func testTamperTrace(t *testing.T, s store.Store) {
 		{"http_status", 201, func(tr *store.Trace) { tr.HTTPStatus = 201 }},
 		{"priced_model", "gpt-4o-mini", func(tr *store.Trace) { tr.PricedModel = "gpt-4o-mini" }},
 		{"reported_model", "", func(tr *store.Trace) { tr.ReportedModel = "" }},
+		{"response_truncated", false, func(tr *store.Trace) { tr.ResponseTruncated = false }},
 		{"canonical_version", 1, func(tr *store.Trace) { tr.CanonicalVersion = 1 }},
 	}
 	want := trs[1]

@@ -21,7 +21,12 @@
 -- stored in the catalog: no partition is rewritten. (No CHECK constraint on
 -- canonical_version: adding one would scan every partition under an
 -- exclusive lock; `loom verify` rejects a version it does not know.)
+--
+-- request_truncated, response_truncated: the sealed request or response is
+-- the start of the body, cut at trace.max_body_bytes (v2 rows only).
 ALTER TABLE traces
-    ADD COLUMN reported_model    text    NOT NULL DEFAULT '',
-    ADD COLUMN priced_model      text    NOT NULL DEFAULT '',
-    ADD COLUMN canonical_version integer NOT NULL DEFAULT 1;
+    ADD COLUMN reported_model     text    NOT NULL DEFAULT '',
+    ADD COLUMN priced_model       text    NOT NULL DEFAULT '',
+    ADD COLUMN request_truncated  boolean NOT NULL DEFAULT false,
+    ADD COLUMN response_truncated boolean NOT NULL DEFAULT false,
+    ADD COLUMN canonical_version  integer NOT NULL DEFAULT 1;

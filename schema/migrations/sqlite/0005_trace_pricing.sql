@@ -9,4 +9,6 @@
 -- rewrites no row and fires no trigger.
 ALTER TABLE traces ADD COLUMN reported_model TEXT NOT NULL DEFAULT '';
 ALTER TABLE traces ADD COLUMN priced_model TEXT NOT NULL DEFAULT '';
+ALTER TABLE traces ADD COLUMN request_truncated INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE traces ADD COLUMN response_truncated INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE traces ADD COLUMN canonical_version INTEGER NOT NULL DEFAULT 1;

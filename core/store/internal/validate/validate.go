@@ -68,7 +68,7 @@ const TraceColumns = `id, tenant_id, request_id, endpoint, stream, requested_mod
 	request_nonce, request_ct, response_nonce, response_ct, message_nonce, message_ct,
 	prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, reasoning_tokens,
 	usage_source, cost_micros, price_version, reported_model, priced_model,
-	latency_us, ttfb_us, upstream_us, upstream_ttfb_us,
+	request_truncated, response_truncated, latency_us, ttfb_us, upstream_us, upstream_ttfb_us,
 	overhead_us, config_hash, created_at, chain_id, chain_seq, prev_hash, hash, canonical_version`
 
 // TraceColumnNames is TraceColumns as a slice.

@@ -55,8 +55,11 @@ function render(t) {
 
   if (t.error) out.push(h('p', {class: 'banner error', role: 'alert', 'data-testid': 'trace-error'}, h('strong', null, 'Error: '), t.error));
   if (t.readable === false) out.push(unreadableBanner(t));
-  if (t.message && t.message.x_loom && t.message.x_loom.response_truncated) {
-    out.push(h('p', {class: 'banner warn'}, 'The recorded stream was truncated at the trace size limit.'));
+  if (t.response_truncated || (t.message && t.message.x_loom && t.message.x_loom.response_truncated)) {
+    out.push(h('p', {class: 'banner warn', 'data-testid': 'response-truncated'}, 'The recorded response was truncated at the trace size limit (trace.max_body_bytes).'));
+  }
+  if (t.request_truncated) {
+    out.push(h('p', {class: 'banner warn', 'data-testid': 'request-truncated'}, 'The recorded request was truncated at the trace size limit (trace.max_body_bytes).'));
   }
 
   out.push(h('div', {class: 'trace-grid'},
