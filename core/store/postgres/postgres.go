@@ -34,6 +34,17 @@ const MigrationLockID int64 = 0x6c6f6f6d6d696772
 type Store struct {
 	pool *pgxpool.Pool
 	log  hclog.Logger
+	now  func() time.Time
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock replaces time.Now as the store's clock: the month around which
+// Migrate creates partitions, and the time stamped on rows that do not
+// bring their own (tests).
+func WithClock(now func() time.Time) Option {
+	return func(s *Store) { s.now = now }
 }
 
 var _ store.Store = (*Store)(nil)
@@ -43,7 +54,7 @@ var _ store.Store = (*Store)(nil)
 // maxConns <= 0) and checks that it answers. Call Migrate before use.
 //
 // The DSN never appears in errors or logs: it may hold a password.
-func Open(ctx context.Context, dsn string, maxConns int, log hclog.Logger) (*Store, error) {
+func Open(ctx context.Context, dsn string, maxConns int, log hclog.Logger, opts ...Option) (*Store, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
@@ -68,7 +79,11 @@ func Open(ctx context.Context, dsn string, maxConns int, log hclog.Logger) (*Sto
 	}
 	log.Debug("opened postgres store", "host", cfg.ConnConfig.Host, "port", cfg.ConnConfig.Port,
 		"database", cfg.ConnConfig.Database, "user", cfg.ConnConfig.User, "max_conns", cfg.MaxConns)
-	return &Store{pool: pool, log: log}, nil
+	s := &Store{pool: pool, log: log, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 // Close closes the pool, waiting for connections in use to be released.
@@ -89,7 +104,8 @@ func (s *Store) Ping(ctx context.Context) error {
 // schema_migrations. It takes the MigrationLockID advisory lock inside the
 // transaction that reads schema_migrations and applies the missing files, so
 // concurrent callers queue and the later ones find nothing to do. Then it
-// runs EnsurePartitions(now, MigratePartitionsAhead).
+// runs EnsurePartitions(now, MigratePartitionsAhead), now from the store's
+// clock.
 func (s *Store) Migrate(ctx context.Context) error {
 	ms, err := schema.Migrations(schema.Postgres)
 	if err != nil {
@@ -158,7 +174,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	// Partitions for the coming months, so that a fresh database takes
 	// traces at once and a restarted one has the next months ready.
-	if err := s.EnsurePartitions(ctx, time.Now(), MigratePartitionsAhead); err != nil {
+	if err := s.EnsurePartitions(ctx, s.now(), MigratePartitionsAhead); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	var unknown []int
@@ -183,7 +199,7 @@ func (s *Store) CreateTenant(ctx context.Context, name string) (store.Tenant, er
 		ID:        validate.NewID(),
 		Name:      name,
 		Status:    store.TenantActive,
-		CreatedAt: validate.Time(time.Now()),
+		CreatedAt: validate.Time(s.now()),
 	}
 	_, err := s.pool.Exec(ctx,
 		`INSERT INTO tenants (id, name, status, created_at) VALUES ($1, $2, $3, $4)`,
@@ -265,7 +281,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) (store.APIKey,
 		return store.APIKey{}, fmt.Errorf("create api key: invalid key id %q", k.ID)
 	}
 	if k.CreatedAt.IsZero() {
-		k.CreatedAt = time.Now()
+		k.CreatedAt = s.now()
 	}
 	k.CreatedAt = validate.Time(k.CreatedAt)
 	k.LastUsedAt = validate.TimePtr(k.LastUsedAt)
@@ -316,7 +332,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, keyID string, at time.Time) (s
 		return store.APIKey{}, fmt.Errorf("revoke api key: key %q: %w", keyID, store.ErrNotFound)
 	}
 	if at.IsZero() {
-		at = time.Now()
+		at = s.now()
 	}
 	row := s.pool.QueryRow(ctx, `UPDATE api_keys AS k
 		SET revoked_at = COALESCE(k.revoked_at, $1) WHERE k.id = $2

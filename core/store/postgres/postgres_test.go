@@ -3,6 +3,7 @@ package postgres
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -202,20 +203,103 @@ func acmeChain(t *testing.T, s *Store) (store.Tenant, store.Chain) {
 	return tn, ch
 }
 
-// Migrate leaves the partitions of last month to three months ahead, each
-// with its TRUNCATE trigger and the cloned row trigger, storing ciphertext
-// uncompressed out of line.
-func TestMigrateCreatesPartitions(t *testing.T) {
-	s := migrated(t, testpg.DSN(t))
-	first := validate.MonthStart(time.Now())
-	var want []string
-	for i := -1; i <= MigratePartitionsAhead; i++ {
-		want = append(want, validate.PartitionName(first.AddDate(0, i, 0)))
+// partitionClocks are the clocks the partition tests run at: the first,
+// the ninth and the last day of months of 28, 29, 30 and 31 days, the turn
+// of a year both ways, and an instant that is still December 31st in its
+// own zone but already January in UTC (partition months are UTC months).
+// first is the month of the oldest partition Migrate keeps (last month's,
+// in UTC), as YYYY-MM.
+var partitionClocks = []struct {
+	name  string
+	at    time.Time
+	first string
+}{
+	{"1st of a 31-day month", time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), "2026-11"},
+	{"9th", time.Date(2026, 12, 9, 12, 0, 0, 0, time.UTC), "2026-11"},
+	{"last instant of December", time.Date(2026, 12, 31, 23, 59, 59, 999999999, time.UTC), "2026-11"},
+	{"1st of January", time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), "2026-12"},
+	{"9th of January", time.Date(2027, 1, 9, 8, 0, 0, 0, time.UTC), "2026-12"},
+	{"31st of January", time.Date(2027, 1, 31, 18, 0, 0, 0, time.UTC), "2026-12"},
+	{"1st of February", time.Date(2025, 2, 1, 0, 0, 0, 0, time.UTC), "2025-01"},
+	{"28th of February, not a leap year", time.Date(2025, 2, 28, 23, 0, 0, 0, time.UTC), "2025-01"},
+	{"29th of February, leap year", time.Date(2024, 2, 29, 23, 0, 0, 0, time.UTC), "2024-01"},
+	{"31st of March, after February", time.Date(2025, 3, 31, 12, 0, 0, 0, time.UTC), "2025-02"},
+	{"9th of March, leap year", time.Date(2024, 3, 9, 0, 0, 0, 0, time.UTC), "2024-02"},
+	{"30th of a 30-day month", time.Date(2026, 4, 30, 23, 0, 0, 0, time.UTC), "2026-03"},
+	{"December 31st at 20:00 in UTC-5", time.Date(2026, 12, 31, 20, 0, 0, 0, time.FixedZone("UTC-5", -5*3600)), "2026-12"},
+}
+
+// months returns n consecutive month names from first (YYYY-MM) on, as
+// partitions are named: traces_yYYYYmMM.
+func months(t *testing.T, first string, n int) []string {
+	t.Helper()
+	var y, m int
+	if _, err := fmt.Sscanf(first, "%4d-%2d", &y, &m); err != nil {
+		t.Fatalf("month %q: %v", first, err)
 	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("traces_y%04dm%02d", y, m)
+		if m++; m == 13 {
+			y, m = y+1, 1
+		}
+	}
+	return out
+}
+
+// partitionBounds returns each partition's range as its two bounds, UTC.
+func partitionBounds(t *testing.T, s *Store) map[string][2]time.Time {
+	t.Helper()
+	rows, err := s.pool.Query(t.Context(), `SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid)
+		FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'traces'::regclass`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	parse := func(v string) time.Time {
+		for _, layout := range []string{"2006-01-02 15:04:05-07", "2006-01-02 15:04:05-07:00"} {
+			if at, err := time.Parse(layout, v); err == nil {
+				return at.UTC()
+			}
+		}
+		t.Fatalf("partition bound %q", v)
+		return time.Time{}
+	}
+	out := map[string][2]time.Time{}
+	for rows.Next() {
+		var name, expr string
+		if err := rows.Scan(&name, &expr); err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Fields(strings.NewReplacer("'", " ", "(", " ", ")", " ").Replace(expr))
+		// FOR VALUES FROM <date> <time> TO <date> <time>
+		if len(f) != 8 {
+			t.Fatalf("%s: bound %q", name, expr)
+		}
+		out[name] = [2]time.Time{parse(f[3] + " " + f[4]), parse(f[6] + " " + f[7])}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkPartitions checks that traces has exactly the partitions want, each
+// covering its UTC month with its TRUNCATE trigger and the cloned row
+// trigger, storing ciphertext uncompressed out of line.
+func checkPartitions(t *testing.T, s *Store, want []string) {
+	t.Helper()
 	if got := partitions(t, s); !slices.Equal(got, want) {
-		t.Fatalf("partitions after Migrate = %v, want %v", got, want)
+		t.Fatalf("partitions = %v, want %v", got, want)
 	}
+	bounds := partitionBounds(t, s)
 	for _, p := range want {
+		var y, m int
+		fmt.Sscanf(p, "traces_y%4dm%2d", &y, &m)
+		from, to := time.Date(y, time.Month(m), 1, 0, 0, 0, 0, time.UTC), time.Date(y, time.Month(m)+1, 1, 0, 0, 0, 0, time.UTC)
+		if b := bounds[p]; !b[0].Equal(from) || !b[1].Equal(to) {
+			t.Errorf("%s covers [%s, %s), want [%s, %s)", p, b[0], b[1], from, to)
+		}
 		var triggers []string
 		rows, err := s.pool.Query(t.Context(), `SELECT tgname::text FROM pg_trigger
 			WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY 1`, p)
@@ -237,21 +321,83 @@ func TestMigrateCreatesPartitions(t *testing.T) {
 			t.Errorf("%s.response_ct storage = %q, want e (external)", p, storage)
 		}
 	}
-	// Migrating again (a restart) adds nothing, and the SQL function is
-	// idempotent.
-	if err := s.Migrate(t.Context()); err != nil {
+}
+
+// Migrate leaves the partitions of last month to three months ahead (UTC
+// months of the store's clock), whatever the day of the month.
+func TestMigrateCreatesPartitions(t *testing.T) {
+	for _, c := range partitionClocks {
+		t.Run(c.name, func(t *testing.T) {
+			dsn := testpg.DSN(t)
+			s, err := Open(t.Context(), dsn, 4, hclog.NewNullLogger(), WithClock(func() time.Time { return c.at }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			if err := s.Migrate(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			want := months(t, c.first, MigratePartitionsAhead+2)
+			checkPartitions(t, s, want)
+			// Migrating again (a restart) adds nothing, and the SQL function
+			// is idempotent, called with any day of the first month (here a
+			// month before the clock's UTC day, by PostgreSQL's own
+			// arithmetic: March 31st gives February 28th).
+			if err := s.Migrate(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			var created int
+			if err := s.pool.QueryRow(t.Context(), `SELECT loom_ensure_trace_partitions(($1::date - interval '1 month')::date, $2)`,
+				c.at.UTC().Format(time.DateOnly), len(want)).Scan(&created); err != nil {
+				t.Fatal(err)
+			}
+			if created != 0 {
+				t.Errorf("loom_ensure_trace_partitions created %d partitions that existed", created)
+			}
+			checkPartitions(t, s, want)
+		})
+	}
+}
+
+// loom_ensure_trace_partitions starts at the month of whatever day it is
+// given, and each partition covers its whole UTC month.
+func TestEnsurePartitionsSQL(t *testing.T) {
+	s := open(t, testpg.DSN(t))
+	ms, err := schema.Migrations(schema.Postgres)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var created int
-	if err := s.pool.QueryRow(t.Context(), `SELECT loom_ensure_trace_partitions(current_date - 40, 3)`).Scan(&created); err != nil {
-		t.Fatal(err)
+	// The migrations only: no partition yet.
+	for _, m := range ms {
+		if _, err := s.pool.Exec(t.Context(), m.SQL); err != nil {
+			t.Fatalf("%04d_%s: %v", m.Version, m.Name, err)
+		}
 	}
-	if created != 0 {
-		t.Errorf("loom_ensure_trace_partitions created %d partitions that existed", created)
+	var want []string
+	for _, c := range []struct {
+		day    string
+		months int
+		adds   []string
+	}{
+		{"2024-02-29", 1, []string{"traces_y2024m02"}},
+		{"2024-02-01", 2, []string{"traces_y2024m03"}},
+		{"2025-02-28", 1, []string{"traces_y2025m02"}},
+		{"2026-12-31", 2, []string{"traces_y2026m12", "traces_y2027m01"}},
+		{"2027-01-09", 2, []string{"traces_y2027m02"}},
+		{"2026-04-30", 1, []string{"traces_y2026m04"}},
+		{"2026-01-31", 2, []string{"traces_y2026m01", "traces_y2026m02"}},
+	} {
+		var created int
+		if err := s.pool.QueryRow(t.Context(), `SELECT loom_ensure_trace_partitions($1::date, $2)`, c.day, c.months).Scan(&created); err != nil {
+			t.Fatalf("loom_ensure_trace_partitions(%s, %d): %v", c.day, c.months, err)
+		}
+		if created != len(c.adds) {
+			t.Errorf("loom_ensure_trace_partitions(%s, %d) created %d, want %d (%v)", c.day, c.months, created, len(c.adds), c.adds)
+		}
+		want = append(want, c.adds...)
 	}
-	if got := partitions(t, s); !slices.Equal(got, want) {
-		t.Errorf("partitions after a second Migrate = %v, want %v", got, want)
-	}
+	slices.Sort(want)
+	checkPartitions(t, s, want)
 }
 
 // Partition bounds are UTC months whatever the session's time zone.
@@ -299,46 +445,60 @@ func trace(t *testing.T, tenantID, chainID string, seq int64, at time.Time) stor
 }
 
 // An insert into a month without a partition creates it (with its
-// trigger) and succeeds; retention drops partitions, not rows.
+// trigger) and succeeds; retention drops partitions, not rows, and keeps
+// last month when its cutoff falls inside last month, whatever the day.
 func TestMissingPartitionAndRetentionDrop(t *testing.T) {
-	s := migrated(t, testpg.DSN(t))
-	ctx := t.Context()
-	tn, ch := acmeChain(t, s)
-	old := time.Now().UTC().AddDate(0, -14, 0)
-	name := validate.PartitionName(old)
-	if slices.Contains(partitions(t, s), name) {
-		t.Fatalf("%s exists before the insert", name)
-	}
-	if n, err := s.InsertTraces(ctx, []store.Trace{trace(t, tn.ID, ch.ID, 1, old)}); err != nil || n != 1 {
-		t.Fatalf("InsertTraces(14 months ago) = %d, %v", n, err)
-	}
-	if !slices.Contains(partitions(t, s), name) {
-		t.Fatalf("%s not created", name)
-	}
-	if err := s.ExecRaw(ctx, `TRUNCATE `+name); err == nil || !strings.Contains(err.Error(), "traces are immutable") {
-		t.Errorf("TRUNCATE of the new partition: %v", err)
-	}
+	for _, c := range partitionClocks {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := Open(t.Context(), testpg.DSN(t), 4, hclog.NewNullLogger(), WithClock(func() time.Time { return c.at }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			ctx := t.Context()
+			if err := s.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			tn, ch := acmeChain(t, s)
+			kept := months(t, c.first, MigratePartitionsAhead+2)
+			lastMonth, _ := validate.ParsePartitionName(kept[0])
+			// The 9th, 13 months before last month.
+			old := lastMonth.AddDate(0, -13, 8)
+			name := validate.PartitionName(old)
+			if slices.Contains(partitions(t, s), name) {
+				t.Fatalf("%s exists before the insert", name)
+			}
+			if n, err := s.InsertTraces(ctx, []store.Trace{trace(t, tn.ID, ch.ID, 1, old)}); err != nil || n != 1 {
+				t.Fatalf("InsertTraces(%s) = %d, %v", old, n, err)
+			}
+			if !slices.Contains(partitions(t, s), name) {
+				t.Fatalf("%s not created", name)
+			}
+			if err := s.ExecRaw(ctx, `TRUNCATE `+name); err == nil || !strings.Contains(err.Error(), "traces are immutable") {
+				t.Errorf("TRUNCATE of the new partition: %v", err)
+			}
 
-	got, err := s.ApplyRetention(ctx, time.Now().UTC().AddDate(0, -1, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 1 || got[0].Partition != name || got[0].Rows != 1 {
-		t.Fatalf("tombstones = %+v", got)
-	}
-	var exists bool
-	if err := s.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, name).Scan(&exists); err != nil {
-		t.Fatal(err)
-	}
-	if exists {
-		t.Errorf("%s still exists after retention", name)
-	}
-	// The cutoff is the first of last month: last month and later stay.
-	first := validate.MonthStart(time.Now())
-	for i := -1; i <= MigratePartitionsAhead; i++ {
-		if p := validate.PartitionName(first.AddDate(0, i, 0)); !slices.Contains(partitions(t, s), p) {
-			t.Errorf("partition %s dropped", p)
-		}
+			// A cutoff inside last month (its last day, 23:00): last month
+			// and later stay.
+			before := lastMonth.AddDate(0, 1, 0).Add(-time.Hour)
+			got, err := s.ApplyRetention(ctx, before)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Partition != name || got[0].Rows != 1 || !got[0].CreatedAt.Equal(validate.Time(c.at)) {
+				t.Fatalf("tombstones = %+v, want one for %s created at the store's clock", got, name)
+			}
+			var exists bool
+			if err := s.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, name).Scan(&exists); err != nil {
+				t.Fatal(err)
+			}
+			if exists {
+				t.Errorf("%s still exists after retention", name)
+			}
+			if got := partitions(t, s); !slices.Equal(got, kept) {
+				t.Errorf("partitions after retention = %v, want %v", got, kept)
+			}
+		})
 	}
 }
 
@@ -468,11 +628,12 @@ func TestRetentionDuringInserts(t *testing.T) {
 		}
 	}
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
+	var wg, started sync.WaitGroup
 	var inserted atomic.Int64
 	for w := range 3 {
+		started.Add(1)
 		wg.Go(func() {
-			for {
+			for i := 0; ; i++ {
 				select {
 				case <-stop:
 					return
@@ -483,6 +644,9 @@ func TestRetentionDuringInserts(t *testing.T) {
 					at = old // a replay into a month being dropped
 				}
 				n, err := s.InsertTraces(ctx, batch(at, 100))
+				if i == 0 {
+					started.Done()
+				}
 				if err != nil {
 					t.Errorf("worker %d: InsertTraces during retention: %v", w, err)
 					return
@@ -491,9 +655,10 @@ func TestRetentionDuringInserts(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Every writer is under way before retention starts, and keeps
+	// writing until it is over.
+	started.Wait()
 	tombs, err := s.ApplyRetention(ctx, time.Date(2024, 10, 1, 0, 0, 0, 0, time.UTC))
-	time.Sleep(100 * time.Millisecond)
 	close(stop)
 	wg.Wait()
 	if err != nil {

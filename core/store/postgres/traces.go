@@ -171,6 +171,9 @@ func isNoPartition(err error) bool {
 // exists is a no-op (the first record wins), so a recorder replaying a spool
 // can call it again before inserting.
 func (s *Store) StartChain(ctx context.Context, c store.Chain) error {
+	if c.StartedAt.IsZero() {
+		c.StartedAt = s.now()
+	}
 	c, err := validate.Chain(c)
 	if err != nil {
 		return fmt.Errorf("start chain: %w", err)
@@ -266,6 +269,9 @@ func (s *Store) TraceIDs(ctx context.Context, tenantID string) ([]string, error)
 // ErrWrongMasterKey unless k.MasterKeyID is the current master key (it
 // becomes current when the store has none yet).
 func (s *Store) AddTenantKey(ctx context.Context, k store.TenantKey) error {
+	if k.CreatedAt.IsZero() {
+		k.CreatedAt = s.now()
+	}
 	k, err := validate.TenantKey(k)
 	if err != nil {
 		return fmt.Errorf("add tenant key: %w", err)
@@ -657,7 +663,7 @@ func (s *Store) applyRetention(ctx context.Context, cutoff time.Time) ([]store.T
 	if _, err := tx.Exec(ctx, `LOCK TABLE `+list+` IN SHARE MODE`); err != nil {
 		return nil, err
 	}
-	now := validate.Time(time.Now())
+	now := validate.Time(s.now())
 	for i, name := range drop {
 		rows, err := tx.Query(ctx, `SELECT g.chain_id, g.n, g.first_seq, g.last_seq,
 			(SELECT t.hash FROM `+idents[i]+` t WHERE t.chain_id = g.chain_id AND t.chain_seq = g.last_seq LIMIT 1)
