@@ -372,16 +372,22 @@ func (c *cli) retention(ctx context.Context, args []string) error {
 	})
 }
 
-// cutoff parses an age like 90d, 12mo or 2y into the time that far before now.
+// cutoff parses an age like 90d, 12mo or 2y into the instant that far
+// before now, in UTC (retention removes whole UTC months). Months and years
+// are calendar months: where the day does not exist in the earlier month
+// (March 31st minus one month) it is that month's last day, as in
+// PostgreSQL's interval arithmetic, never a day of the month after (which
+// would make retention drop a month younger than AGE).
 func cutoff(now time.Time, age string) (time.Time, error) {
+	now = now.UTC()
 	age = strings.TrimSpace(age)
 	for _, u := range []struct {
 		suffix string
 		apply  func(n int) time.Time
 	}{
-		{"mo", func(n int) time.Time { return now.AddDate(0, -n, 0) }},
+		{"mo", func(n int) time.Time { return monthsBefore(now, n) }},
 		{"d", func(n int) time.Time { return now.AddDate(0, 0, -n) }},
-		{"y", func(n int) time.Time { return now.AddDate(-n, 0, 0) }},
+		{"y", func(n int) time.Time { return monthsBefore(now, 12*n) }},
 	} {
 		if num, ok := strings.CutSuffix(age, u.suffix); ok {
 			n, err := strconv.Atoi(num)
@@ -392,4 +398,12 @@ func cutoff(now time.Time, age string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("%q: want e.g. 90d, 12mo or 2y", age)
+}
+
+// monthsBefore returns t (UTC) n calendar months earlier, its day clamped to
+// the last day of that month.
+func monthsBefore(t time.Time, n int) time.Time {
+	first := time.Date(t.Year(), t.Month()-time.Month(n), 1, t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), time.UTC)
+	days := time.Date(first.Year(), first.Month()+1, 0, 0, 0, 0, 0, time.UTC).Day()
+	return first.AddDate(0, 0, min(t.Day(), days)-1)
 }

@@ -473,15 +473,45 @@ func testVerifyAndKeys(t *testing.T, backendName string) {
 	}
 }
 
+// --older-than counts calendar months and years in UTC; where the day does
+// not exist in the earlier month, its last day: retention then keeps every
+// month that has a trace younger than AGE, whatever today's date.
 func TestCutoff(t *testing.T) {
-	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
-	for age, want := range map[string]time.Time{
-		"90d": now.AddDate(0, 0, -90), "12mo": now.AddDate(0, -12, 0), "2y": now.AddDate(-2, 0, 0),
+	utc := func(y int, m time.Month, d, h int) time.Time { return time.Date(y, m, d, h, 0, 0, 0, time.UTC) }
+	for _, c := range []struct {
+		now  time.Time
+		age  string
+		want time.Time
+		keep string // the oldest month retention keeps
+	}{
+		{utc(2026, 11, 21, 12), "90d", utc(2026, 8, 23, 12), "2026-08"},
+		{utc(2026, 11, 21, 12), "12mo", utc(2025, 11, 21, 12), "2025-11"},
+		{utc(2026, 11, 21, 12), "2y", utc(2024, 11, 21, 12), "2024-11"},
+		{utc(2026, 12, 1, 0), "1mo", utc(2026, 11, 1, 0), "2026-11"},
+		{utc(2026, 12, 9, 6), "1mo", utc(2026, 11, 9, 6), "2026-11"},
+		{utc(2026, 12, 31, 23), "1mo", utc(2026, 11, 30, 23), "2026-11"},
+		{utc(2027, 1, 1, 0), "1mo", utc(2026, 12, 1, 0), "2026-12"},
+		{utc(2027, 1, 31, 9), "1mo", utc(2026, 12, 31, 9), "2026-12"},
+		{utc(2025, 3, 31, 9), "1mo", utc(2025, 2, 28, 9), "2025-02"},
+		{utc(2024, 3, 31, 9), "1mo", utc(2024, 2, 29, 9), "2024-02"},
+		{utc(2026, 5, 31, 9), "3mo", utc(2026, 2, 28, 9), "2026-02"},
+		{utc(2028, 2, 29, 9), "12mo", utc(2027, 2, 28, 9), "2027-02"},
+		{utc(2028, 2, 29, 9), "1y", utc(2027, 2, 28, 9), "2027-02"},
+		{utc(2028, 2, 29, 9), "4y", utc(2024, 2, 29, 9), "2024-02"},
+		{utc(2026, 3, 1, 0), "1d", utc(2026, 2, 28, 0), "2026-02"},
+		// Still December 31st in UTC-5, already January 1st in UTC.
+		{time.Date(2026, 12, 31, 22, 0, 0, 0, time.FixedZone("UTC-5", -5*3600)), "1mo", utc(2026, 12, 1, 3), "2026-12"},
 	} {
-		if got, err := cutoff(now, age); err != nil || !got.Equal(want) {
-			t.Errorf("cutoff(%q) = %v, %v", age, got, err)
+		got, err := cutoff(c.now, c.age)
+		if err != nil || !got.Equal(c.want) {
+			t.Errorf("cutoff(%s, %q) = %v, %v; want %v", c.now.Format(time.RFC3339), c.age, got, err, c.want)
+			continue
+		}
+		if keep := got.UTC().Format("2006-01"); keep != c.keep {
+			t.Errorf("cutoff(%s, %q): retention keeps from %s, want %s", c.now.Format(time.RFC3339), c.age, keep, c.keep)
 		}
 	}
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 	for _, bad := range []string{"", "12", "-3d", "0mo", "1w", "mo"} {
 		if _, err := cutoff(now, bad); err == nil {
 			t.Errorf("cutoff(%q) accepted", bad)
