@@ -717,27 +717,44 @@ func (e *env) startB(b *testing.B, mod func(*trace.Options)) *trace.Recorder {
 }
 
 // Retention drops whole old months and leaves tombstones: the chain still
-// verifies from the tombstone's last hash.
+// verifies from the tombstone's last hash. The traces are dated around
+// fixed days (the first, the ninth and the last of a month, leap February,
+// the turn of a year), not the wall clock.
 func TestVerifyAfterRetention(t *testing.T) {
+	for _, now := range []time.Time{
+		time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 12, 9, 12, 0, 0, 0, time.UTC),
+		time.Date(2026, 12, 31, 23, 59, 59, 0, time.UTC),
+		time.Date(2025, 3, 31, 12, 0, 0, 0, time.UTC),
+		time.Date(2024, 2, 29, 12, 0, 0, 0, time.UTC),
+	} {
+		t.Run(now.Format(time.DateOnly), func(t *testing.T) { testVerifyAfterRetention(t, now) })
+	}
+}
+
+func testVerifyAfterRetention(t *testing.T, now time.Time) {
 	e := newEnv(t)
 	ctx := context.Background()
-	r := e.start(t, nil)
-	now := time.Now().UTC()
-	old := time.Date(now.Year(), now.Month(), 1, 12, 0, 0, 0, time.UTC).AddDate(0, -3, 0)
+	r := e.start(t, func(o *trace.Options) { o.Now = func() time.Time { return now } })
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	old := month.AddDate(0, -3, 0).Add(12 * time.Hour) // noon on the 1st, three months back
 	for i := 0; i < 12; i++ {
 		rec := e.record(i)
+		rec.Start = now.Add(-time.Duration(12-i) * time.Second)
 		if i < 5 {
-			rec.Start, rec.End = old, old.Add(time.Millisecond)
+			rec.Start = old
 		}
+		rec.End = rec.Start.Add(30 * time.Millisecond)
 		submit(t, r, rec)
 	}
 	closeRecorder(t, r)
-	tombs, err := e.st.ApplyRetention(ctx, now.AddDate(0, -1, 0))
+	// A cutoff on the 9th of last month: the month three back goes.
+	tombs, err := e.st.ApplyRetention(ctx, month.AddDate(0, -1, 8))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tombs) != 1 || tombs[0].Rows != 5 || tombs[0].LastSeq != 5 {
-		t.Fatalf("tombstones %+v", tombs)
+	if len(tombs) != 1 || tombs[0].Rows != 5 || tombs[0].LastSeq != 5 || tombs[0].Partition != old.Format("2006-01") {
+		t.Fatalf("tombstones %+v, want one of 5 rows for %s", tombs, old.Format("2006-01"))
 	}
 	if n, _ := e.st.CountTraces(ctx, e.tenant.ID); n != 7 {
 		t.Fatalf("%d traces left, want 7", n)
