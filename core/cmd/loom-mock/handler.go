@@ -24,6 +24,15 @@ type Config struct {
 	// model SlowModel instead (long-lived streams, for memory tests).
 	SlowChunks   int
 	SlowChunkGap time.Duration
+	// Hold makes chat answers wait until Hold chat requests have arrived
+	// (0: no barrier), before Latency. With HoldRelease they then also
+	// wait for POST /mock/release. GET /mock/hold reports the count
+	// (?wait=1: once all have arrived). Held requests get a 503 if the
+	// barrier is not passed within HoldTimeout of the first arrival (0:
+	// no limit).
+	Hold        int
+	HoldRelease bool
+	HoldTimeout time.Duration
 }
 
 // SlowModel is the model name whose streams follow Config.SlowChunks and
@@ -32,7 +41,8 @@ const SlowModel = "mock-slow"
 
 // Handler serves the mock OpenAI API with precomputed bodies.
 type Handler struct {
-	cfg Config
+	cfg  Config
+	gate *gate // nil without Config.Hold
 
 	completion    []byte // non-stream chat.completion JSON
 	completionLen string
@@ -70,6 +80,9 @@ var (
 // NewHandler precomputes every response body for cfg.
 func NewHandler(cfg Config) *Handler {
 	h := &Handler{cfg: cfg}
+	if cfg.Hold > 0 {
+		h.gate = newGate(cfg.Hold, cfg.HoldRelease, cfg.HoldTimeout)
+	}
 	completionTokens := cfg.Chunks
 	if completionTokens == 0 {
 		completionTokens = 1
@@ -112,6 +125,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.chat(w, r)
+	case strings.HasPrefix(p, "/mock/") && h.gate != nil:
+		h.gate.serveControl(w, r)
 	case p == "/v1/models" || p == "/models":
 		hd := w.Header()
 		hd["Content-Type"] = hdrJSON
@@ -138,6 +153,17 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		http.Error(w, `{"error":{"message":"bad body"}}`, http.StatusBadRequest)
 		return
+	}
+	if h.gate != nil {
+		if err := h.gate.wait(r.Context()); err != nil {
+			if r.Context().Err() == nil {
+				b, _ := json.Marshal(map[string]any{"error": map[string]string{"message": "loom-mock: " + err.Error(), "type": "server_error"}})
+				w.Header()["Content-Type"] = hdrJSON
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write(append(b, '\n'))
+			}
+			return
+		}
 	}
 	stream := bytes.Contains(buf, streamTrue) || bytes.Contains(buf, streamTrueSp)
 	var echo []byte // the echoed text as a JSON string, quotes included

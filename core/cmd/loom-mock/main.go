@@ -1,6 +1,7 @@
 // Command loom-mock is a fast OpenAI-compatible mock upstream used for
-// benchmarking Loom. It serves precomputed responses with configurable
-// latency and streaming shape.
+// benchmarking and testing Loom. It serves precomputed responses with
+// configurable latency and streaming shape, and can hold its answers until
+// a given number of requests have arrived (-hold).
 package main
 
 import (
@@ -34,18 +35,25 @@ func run(args []string) error {
 	slowChunks := fs.Int("slow-chunks", 40, "content chunks per streamed response for the model "+SlowModel)
 	slowGap := fs.Duration("slow-chunk-gap", 250*time.Millisecond, "delay between streamed chunks for the model "+SlowModel)
 	printAddr := fs.Bool("print-addr", false, "print 'listening on ADDR' to stdout once listening")
+	hold := fs.Int("hold", 0, "hold chat answers until this many chat requests have arrived (a barrier, for tests; GET /mock/hold reports it)")
+	holdRelease := fs.Bool("hold-release", false, "with -hold, answers then also wait for POST /mock/release")
+	holdTimeout := fs.Duration("hold-timeout", 10*time.Minute, "with -hold, answer held requests 503 if the barrier is not passed this long after the first arrival (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *chunks < 0 || *slowChunks < 0 {
 		return errors.New("-chunks and -slow-chunks must be >= 0")
 	}
+	if *hold < 0 || *holdTimeout < 0 {
+		return errors.New("-hold and -hold-timeout must be >= 0")
+	}
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
-	srv := newServer(NewHandler(Config{Latency: *latency, Chunks: *chunks, ChunkGap: *gap, Echo: *echo, SlowChunks: *slowChunks, SlowChunkGap: *slowGap}))
+	srv := newServer(NewHandler(Config{Latency: *latency, Chunks: *chunks, ChunkGap: *gap, Echo: *echo,
+		SlowChunks: *slowChunks, SlowChunkGap: *slowGap, Hold: *hold, HoldRelease: *holdRelease, HoldTimeout: *holdTimeout}))
 	if *printAddr {
 		fmt.Printf("listening on %s\n", ln.Addr())
 	}
