@@ -31,6 +31,9 @@ type Config struct {
 	Rate        float64
 	Concurrency int
 	Duration    time.Duration
+	// Requests, when > 0, ends the run after that many measured requests
+	// (open loop: scheduled slots) instead of after Duration.
+	Requests    int
 	Warmup      time.Duration
 	MaxInflight int
 	Timeout     time.Duration
@@ -141,7 +144,11 @@ func (r *recorder) drop() {
 
 // Runner executes a benchmark.
 type Runner struct {
-	cfg      Config
+	cfg Config
+	// scheduled, when set, is called once the open loop has sent or
+	// dropped its last request (tests).
+	scheduled func()
+
 	client   *http.Client
 	endpoint string
 	body     []byte
@@ -155,7 +162,10 @@ func NewRunner(cfg Config) (*Runner, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("-url is required")
 	}
-	if cfg.Duration <= 0 {
+	if cfg.Requests < 0 {
+		return nil, errors.New("-requests must be >= 0")
+	}
+	if cfg.Duration <= 0 && cfg.Requests == 0 {
 		return nil, errors.New("-duration must be > 0")
 	}
 	if cfg.Timeout <= 0 {
@@ -254,16 +264,20 @@ func buildBody(cfg Config) ([]byte, error) {
 // Close releases idle connections.
 func (r *Runner) Close() { r.client.CloseIdleConnections() }
 
-// Run executes the benchmark until cfg.Warmup+cfg.Duration elapses or
+// Run executes the benchmark until cfg.Warmup+cfg.Duration elapses (or,
+// with cfg.Requests, until that many measured requests have been sent) or
 // ctx is cancelled (then it stops sending and reports what it has).
 func (r *Runner) Run(ctx context.Context) *Result {
 	start := time.Now()
 	measureAt := start.Add(r.cfg.Warmup)
-	end := measureAt.Add(r.cfg.Duration)
+	end := measureAt.Add(r.cfg.Duration) // unused with cfg.Requests
 	var expected int
-	if r.cfg.Mode == "open" {
+	switch {
+	case r.cfg.Requests > 0:
+		expected = r.cfg.Requests
+	case r.cfg.Mode == "open":
 		expected = int(r.cfg.Rate*r.cfg.Duration.Seconds()*1.1) + 16
-	} else {
+	default:
 		expected = 1 << 16
 	}
 	rec := newRecorder(measureAt, expected, r.cfg.Stream)
@@ -274,7 +288,7 @@ func (r *Runner) Run(ctx context.Context) *Result {
 		r.runClosed(ctx, rec, end)
 	}
 	stoppedAt := time.Now()
-	if stoppedAt.After(end) {
+	if r.cfg.Requests == 0 && stoppedAt.After(end) {
 		stoppedAt = end
 	}
 	return r.result(rec, measureAt, stoppedAt)
@@ -288,23 +302,31 @@ func (r *Runner) runOpen(ctx context.Context, rec *recorder, start, end time.Tim
 	maxInflight := int64(r.cfg.MaxInflight)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	slots := 0 // measured slots so far
+schedule:
 	for i := int64(0); ; i++ {
 		intended := start.Add(time.Duration(i) * interval)
-		if !intended.Before(end) {
+		measured := rec.inWindow(intended)
+		if r.cfg.Requests > 0 {
+			if measured && slots == r.cfg.Requests {
+				break
+			}
+		} else if !intended.Before(end) {
 			break
+		}
+		if measured {
+			slots++
 		}
 		if d := time.Until(intended); d > 0 {
 			timer.Reset(d)
 			select {
 			case <-timer.C:
 			case <-ctx.Done():
-				wg.Wait()
-				return
+				break schedule
 			}
 		} else if ctx.Err() != nil {
 			break
 		}
-		measured := rec.inWindow(intended)
 		if inflight.Load() >= maxInflight {
 			if measured {
 				rec.drop()
@@ -324,11 +346,16 @@ func (r *Runner) runOpen(ctx context.Context, rec *recorder, start, end time.Tim
 			r.release(&s)
 		}()
 	}
+	if r.scheduled != nil {
+		r.scheduled()
+	}
 	wg.Wait()
 }
 
-// runClosed keeps Concurrency requests outstanding.
+// runClosed keeps Concurrency requests outstanding until end, or until
+// cfg.Requests measured requests have been sent.
 func (r *Runner) runClosed(ctx context.Context, rec *recorder, end time.Time) {
+	var claimed atomic.Int64 // measured requests started
 	var wg sync.WaitGroup
 	for range r.cfg.Concurrency {
 		wg.Add(1)
@@ -336,12 +363,17 @@ func (r *Runner) runClosed(ctx context.Context, rec *recorder, end time.Time) {
 			defer wg.Done()
 			for ctx.Err() == nil {
 				now := time.Now()
-				if !now.Before(end) {
+				measured := rec.inWindow(now)
+				if r.cfg.Requests > 0 {
+					if measured && claimed.Add(1) > int64(r.cfg.Requests) {
+						return
+					}
+				} else if !now.Before(end) {
 					return
 				}
 				var s sample
 				r.do(&s, now)
-				if rec.inWindow(s.start) {
+				if measured {
 					rec.add(&s, false)
 				}
 				r.release(&s)

@@ -111,7 +111,8 @@ func TestOpenLoop(t *testing.T) {
 		URL: srv.URL + "/v1", Key: "sk-test", Model: "m", Mode: "open",
 		Rate: 200, Duration: time.Second, BodyBytes: 512,
 	})
-	if res.Requests < 180 || res.Requests > 220 {
+	// The schedule has 200 slots in 1 s at 200 req/s, however late they run.
+	if res.Requests != 200 {
 		t.Fatalf("open loop at 200 req/s for 1s sent %d requests", res.Requests)
 	}
 	if hits.Load() != res.Requests {
@@ -132,11 +133,12 @@ func TestOpenLoopWarmupExcluded(t *testing.T) {
 		URL: srv.URL + "/v1", Key: "sk-test", Mode: "open",
 		Rate: 100, Duration: 500 * time.Millisecond, Warmup: 300 * time.Millisecond,
 	})
-	if res.Requests < 40 || res.Requests > 60 {
-		t.Fatalf("measured %d requests, want ~50", res.Requests)
+	// 30 slots of warmup, then 50 measured, however late they run.
+	if res.Requests != 50 {
+		t.Fatalf("measured %d requests, want 50", res.Requests)
 	}
-	if sent := hits.Load(); sent < 70 || sent > 90 {
-		t.Fatalf("server saw %d requests incl. warmup, want ~80", sent)
+	if sent := hits.Load(); sent != 80 {
+		t.Fatalf("server saw %d requests incl. warmup, want 80", sent)
 	}
 	checkNoErrors(t, res)
 }
@@ -145,10 +147,10 @@ func TestClosedLoop(t *testing.T) {
 	srv, hits := mockServer(t, 0)
 	res := runBench(t, Config{
 		URL: srv.URL + "/v1/", Key: "sk-test", Mode: "closed",
-		Concurrency: 4, Duration: time.Second,
+		Concurrency: 4, Requests: 200,
 	})
-	if res.Requests < 50 {
-		t.Fatalf("closed loop completed only %d requests in 1s", res.Requests)
+	if res.Requests != 200 {
+		t.Fatalf("closed loop with -requests 200 sent %d requests", res.Requests)
 	}
 	if hits.Load() != res.Requests {
 		t.Fatalf("server saw %d requests, bench reports %d", hits.Load(), res.Requests)
@@ -164,9 +166,12 @@ func TestStreamTTFCBelowTotal(t *testing.T) {
 	srv, _ := mockServer(t, chunks)
 	res := runBench(t, Config{
 		URL: srv.URL + "/v1", Key: "sk-test", Mode: "closed", Stream: true,
-		Concurrency: 2, Duration: 300 * time.Millisecond,
+		Concurrency: 2, Requests: 20,
 	})
 	checkNoErrors(t, res)
+	if res.Requests != 20 {
+		t.Fatalf("%d requests, want 20", res.Requests)
+	}
 	if res.TTFC == nil || res.ChunkGap == nil {
 		t.Fatal("stream stats missing")
 	}
@@ -191,57 +196,80 @@ func TestStreamTTFCBelowTotal(t *testing.T) {
 func TestErrorsByKind(t *testing.T) {
 	srv, _ := mockServer(t, 0)
 	// Wrong key → 401 from the mock.
-	res := runBench(t, Config{URL: srv.URL + "/v1", Key: "wrong", Mode: "closed", Concurrency: 1, Duration: 100 * time.Millisecond})
-	if res.Successes != 0 || res.ErrorsByKind["status_401"] != res.Requests || res.Requests == 0 {
-		t.Fatalf("want only status_401 errors: %+v", res)
+	res := runBench(t, Config{URL: srv.URL + "/v1", Key: "wrong", Mode: "closed", Concurrency: 1, Requests: 5})
+	if res.Successes != 0 || res.ErrorsByKind["status_401"] != 5 || res.Requests != 5 {
+		t.Fatalf("want 5 status_401 errors: %+v", res)
 	}
 	// Nothing listening → transport errors.
 	dead := httptest.NewServer(http.NotFoundHandler())
 	url := dead.URL
 	dead.Close()
-	res = runBench(t, Config{URL: url + "/v1", Mode: "open", Rate: 50, Duration: 100 * time.Millisecond})
-	if res.Successes != 0 || res.ErrorsByKind[errTransport] != res.Requests || res.Requests == 0 {
-		t.Fatalf("want only transport errors: %+v", res)
+	res = runBench(t, Config{URL: url + "/v1", Mode: "open", Rate: 50, Requests: 5})
+	if res.Successes != 0 || res.ErrorsByKind[errTransport] != 5 || res.Requests != 5 {
+		t.Fatalf("want 5 transport errors: %+v", res)
 	}
 	// Truncated stream (no [DONE]) → stream_incomplete.
 	trunc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "data: {}\n\n")
 	}))
 	defer trunc.Close()
-	res = runBench(t, Config{URL: trunc.URL, Mode: "closed", Stream: true, Concurrency: 1, Duration: 100 * time.Millisecond})
-	if res.Successes != 0 || res.ErrorsByKind[errIncomplete] != res.Requests || res.Requests == 0 {
-		t.Fatalf("want only stream_incomplete errors: %+v", res)
+	res = runBench(t, Config{URL: trunc.URL, Mode: "closed", Stream: true, Concurrency: 1, Requests: 5})
+	if res.Successes != 0 || res.ErrorsByKind[errIncomplete] != 5 || res.Requests != 5 {
+		t.Fatalf("want 5 stream_incomplete errors: %+v", res)
 	}
 }
 
+// With -max-inflight 5 and the first 5 requests held by the server, the
+// other 25 of a 30-request schedule are dropped, not queued: the schedule
+// runs to its end while nothing completes.
 func TestMaxInflightDrops(t *testing.T) {
 	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		<-release
 	}))
 	defer srv.Close()
-	defer close(release)
-	r, err := NewRunner(Config{URL: srv.URL, Mode: "open", Rate: 100, Duration: 300 * time.Millisecond, MaxInflight: 5})
+	r, err := NewRunner(Config{URL: srv.URL, Mode: "open", Rate: 100, Requests: 30, MaxInflight: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	scheduled := make(chan struct{})
+	r.scheduled = func() { close(scheduled) }
 	done := make(chan *Result)
 	go func() { done <- r.Run(context.Background()) }()
-	time.Sleep(400 * time.Millisecond)
-	release <- struct{}{} // unblock stalled handlers one by one
-	for i := 0; i < 4; i++ {
-		release <- struct{}{}
-	}
+	<-scheduled // every slot sent or dropped, the first 5 still held
+	close(release)
 	res := <-done
-	if res.ErrorsByKind[errDropped] < 15 {
-		t.Fatalf("expected requests dropped by -max-inflight: %+v", res.ErrorsByKind)
+	if res.Requests != 30 || res.Successes != 5 || res.ErrorsByKind[errDropped] != 25 || res.Errors != 25 {
+		t.Fatalf("requests %d, successes %d, errors %v; want 30, 5 and 25 dropped", res.Requests, res.Successes, res.ErrorsByKind)
 	}
-	if res.Successes != 5 {
-		t.Fatalf("successes = %d, want 5", res.Successes)
+}
+
+// -requests ends a run after that many measured requests, warmup excluded,
+// in both modes.
+func TestRequestsBound(t *testing.T) {
+	for _, cfg := range []Config{
+		{Mode: "closed", Concurrency: 3, Requests: 10},
+		{Mode: "closed", Concurrency: 3, Requests: 10, Warmup: 20 * time.Millisecond},
+		{Mode: "open", Rate: 1000, Requests: 10},
+		{Mode: "open", Rate: 1000, Requests: 10, Warmup: 5 * time.Millisecond},
+	} {
+		srv, hits := mockServer(t, 0)
+		cfg.URL, cfg.Key = srv.URL+"/v1", "sk-test"
+		res := runBench(t, cfg)
+		checkNoErrors(t, res)
+		if res.Requests != 10 {
+			t.Errorf("%+v: %d measured requests, want 10", cfg, res.Requests)
+		}
+		if cfg.Warmup == 0 && hits.Load() != 10 {
+			t.Errorf("%+v: server saw %d requests, want 10", cfg, hits.Load())
+		}
+		if cfg.Mode == "open" && cfg.Warmup > 0 && hits.Load() != 15 {
+			t.Errorf("%+v: server saw %d requests, want 5 of warmup and 10", cfg, hits.Load())
+		}
 	}
-	if res.Requests < 25 || res.Requests > 35 {
-		t.Fatalf("requests = %d, want ~30 (schedule must not stall)", res.Requests)
+	if _, err := NewRunner(Config{URL: "http://127.0.0.1:1", Mode: "closed", Concurrency: 1, Requests: -1}); err == nil {
+		t.Error("-requests -1 accepted")
 	}
 }
 

@@ -35,6 +35,7 @@ func run(args []string) int {
 	fs.Float64Var(&cfg.Rate, "rate", 100, "open loop: requests per second")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 50, "closed loop: concurrent requests")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured duration")
+	fs.IntVar(&cfg.Requests, "requests", 0, "measured requests to send, then stop (instead of -duration; open loop: at -rate)")
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured warmup before -duration")
 	fs.IntVar(&cfg.MaxInflight, "max-inflight", 0, "open loop: max outstanding requests; excess are dropped and counted as errors (0 = max(100, 2*rate))")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "per-request timeout")
