@@ -225,7 +225,7 @@ func (e *env) submit(t *testing.T, seeds ...*seed) {
 		}
 	}
 	// Durable means stored or spooled; make sure they are in the store.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute) // a guard against hanging, not a wait
 	for _, s := range seeds {
 		for {
 			_, err := e.st.Trace(context.Background(), s.tenant.id, s.id)

@@ -97,9 +97,9 @@ func (ls *liveStream) collect(t *testing.T, want ...*seed) []summaryT {
 	}
 	var got []summaryT
 	for len(pending) > 0 {
-		s, ok := ls.next(t, 5*time.Second)
+		s, ok := ls.next(t, liveWait)
 		if !ok {
-			t.Fatalf("live: %d traces did not arrive within 5s (got %d)", len(pending), len(got))
+			t.Fatalf("live: %d traces did not arrive within %v (got %d)", len(pending), liveWait, len(got))
 		}
 		w, ok := pending[s.ID]
 		if !ok {
@@ -113,6 +113,10 @@ func (ls *liveStream) collect(t *testing.T, want ...*seed) []summaryT {
 	}
 	return got
 }
+
+// liveWait bounds how long a test waits for something a live stream must
+// do: a guard against hanging, far above what a busy machine takes.
+const liveWait = 30 * time.Second
 
 // quiet checks that no data event arrives for d.
 func (ls *liveStream) quiet(t *testing.T, d time.Duration) {
@@ -188,7 +192,7 @@ func TestLiveKeepAlive(t *testing.T) {
 		e := liveEnv(t, st, func(o *Options) { o.KeepAlive = 30 * time.Millisecond })
 		ls := e.openLive(t, "", e.a.key)
 		var lines []string
-		deadline := time.After(5 * time.Second)
+		deadline := time.After(liveWait)
 		for len(lines) < 4 {
 			select {
 			case l := <-ls.events:
@@ -240,7 +244,7 @@ func TestLiveEndsWhenKeyRevoked(t *testing.T) {
 		}
 		select {
 		case <-ls.done:
-		case <-time.After(3 * time.Second):
+		case <-time.After(liveWait):
 			t.Fatal("the stream of a revoked key stays open")
 		}
 	})
@@ -282,7 +286,7 @@ func TestLiveNoLeak(t *testing.T) {
 		for _, s := range streams {
 			select {
 			case <-s.done:
-			case <-time.After(2 * time.Second):
+			case <-time.After(liveWait):
 				t.Fatal("a live stream outlived Close")
 			}
 			s.close()
@@ -293,7 +297,7 @@ func TestLiveNoLeak(t *testing.T) {
 		ls := e.openLive(t, "", e.a.key)
 		select {
 		case <-ls.done:
-		case <-time.After(2 * time.Second):
+		case <-time.After(liveWait):
 			t.Fatal("a live stream opened after Close stays open")
 		}
 		getJSON[listT](t, e, "/api/v1/traces", e.a.key)
@@ -302,7 +306,7 @@ func TestLiveNoLeak(t *testing.T) {
 
 func waitGoroutines(t *testing.T, base int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(liveWait)
 	n := runtime.NumGoroutine()
 	for n > base+2 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)

@@ -245,7 +245,7 @@ func TestRecorderSpoolsWhileStoreIsDown(t *testing.T) {
 		ids = append(ids, rec.ID)
 		submit(t, r, rec)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute) // a guard against hanging, not a wait
 	for r.Stats().Spooled < 30 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -304,8 +304,8 @@ func TestSpoolReplayedAfterRestart(t *testing.T) {
 		t.Fatalf("%d traces reached a store that was down", n)
 	}
 	e.st.down.Store(false)
-	r = e.start(t, nil) // the next run replays what the last one spooled
-	deadline := time.Now().Add(5 * time.Second)
+	r = e.start(t, nil)                     // the next run replays what the last one spooled
+	deadline := time.Now().Add(time.Minute) // a guard against hanging, not a wait
 	for time.Now().Before(deadline) {
 		if n, _ := e.st.CountTraces(ctx, e.tenant.ID); n == 5 {
 			break
@@ -789,7 +789,7 @@ func TestDamagedSpoolFileReplaysIntactRecords(t *testing.T) {
 		ids = append(ids, rec.ID)
 		submit(t, r, rec)
 		if i%3 == 2 { // one spool file per 3 traces
-			deadline := time.Now().Add(5 * time.Second)
+			deadline := time.Now().Add(time.Minute) // a guard against hanging, not a wait
 			for r.Stats().Spooled < int64(i+1) && time.Now().Before(deadline) {
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -814,7 +814,7 @@ func TestDamagedSpoolFileReplaysIntactRecords(t *testing.T) {
 
 	e.st.down.Store(false)
 	r = e.start(t, batched)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute) // a guard against hanging, not a wait
 	for r.Stats().SpoolBytes > 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -866,7 +866,7 @@ func TestReplayAfterCrashBeforeRemoveIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = e.start(t, nil)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute) // a guard against hanging, not a wait
 	for r.Stats().SpoolBytes > 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -914,7 +914,7 @@ func TestHeldBackTracesAreRetriedOnSchedule(t *testing.T) {
 	for i := range 4 { // a full batch: flushed at once, held back
 		submit(t, r, e.record(i))
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute) // a guard against hanging, not a wait
 	for ks.reads.Load() < 4 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -922,15 +922,21 @@ func TestHeldBackTracesAreRetriedOnSchedule(t *testing.T) {
 	if first < 4 {
 		t.Fatalf("%d key reads, want the first batch of 4 tried", first)
 	}
+	began := time.Now()
 	for i := 4; i < 24; i++ { // each arrival fills a batch again
 		submit(t, r, e.record(i))
 		time.Sleep(10 * time.Millisecond)
 	}
-	if extra := ks.reads.Load() - first; extra > 24 {
-		t.Errorf("%d key reads within 200 ms of the failure, want at most one retry round (24)", extra)
+	// At most one retry round (24 reads) per started second: a busy
+	// machine may stretch the loop's 200 ms, which must not count against
+	// the pacing. Retrying on every arrival would read 4+5+…+24 = 270 times.
+	took := time.Since(began)
+	rounds := 1 + int64(took/time.Second)
+	if extra := ks.reads.Load() - first; extra > 24*rounds {
+		t.Errorf("%d key reads within %v of the failure, want at most %d retry rounds (%d)", extra, took.Round(time.Millisecond), rounds, 24*rounds)
 	}
 	ks.down.Store(false)
-	deadline = time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(time.Minute)
 	for r.Stats().Written < 24 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
