@@ -58,21 +58,21 @@ func testCrashRecovery(t *testing.T, durability, backend string) {
 
 	// Scenario 1: the store is up; SIGKILL mid-load, restart.
 	l := startCrashLoad(p.gw.url, p.key)
-	time.Sleep(2 * time.Second)
+	l.waitFull(t, 100)
 	kill := killUnderLoad(t, p.gw)
 	reqs := l.halt()
 	p.gw = startServe(t, p.dir, p.env)
 	serves++
-	waitSpoolEmpty(t, spoolDir, 20*time.Second)
+	waitSpoolEmpty(t, spoolDir, 2*time.Minute)
 	f := checkCrash(t, st, reqs, syncMode, kill)
 	t.Logf("store up: %s", f)
 
 	if backend == "postgres" {
 		// Scenario 2: PostgreSQL down; traces go to the spool, then SIGKILL.
 		l := startCrashLoad(p.gw.url, p.key)
-		time.Sleep(500 * time.Millisecond) // the key is cached, some traces reach the store
+		l.waitFull(t, 20) // the key is cached, some traces reach the store
 		pg.Stop(t)
-		time.Sleep(2500 * time.Millisecond)
+		waitSpoolFiles(t, spoolDir, 10) // a replay long enough to be killed
 		kill := killUnderLoad(t, p.gw)
 		reqs := l.halt()
 		spooled, err := trace.ReadSpool(spoolDir)
@@ -88,7 +88,7 @@ func testCrashRecovery(t *testing.T, durability, backend string) {
 		// SIGKILL again while the spool is being replayed, then restart.
 		gw := startServeNoWait(t, p.dir, p.env)
 		serves++
-		waitLog(t, gw, "replayed spooled traces", 20*time.Second)
+		waitLog(t, gw, "replayed spooled traces", 2*time.Minute)
 		killGateway(t, gw)
 		left, err := trace.ReadSpool(spoolDir)
 		if err != nil {
@@ -105,7 +105,7 @@ func testCrashRecovery(t *testing.T, durability, backend string) {
 		begin := time.Now()
 		p.gw = startServe(t, p.dir, p.env)
 		serves++
-		waitSpoolEmpty(t, spoolDir, 20*time.Second)
+		waitSpoolEmpty(t, spoolDir, 2*time.Minute)
 		replayTime := time.Since(begin)
 		if leftFiles > 0 && !strings.Contains(p.gw.stderr.String(), "replayed spooled traces") {
 			t.Fatalf("the restarted gateway did not log its replay:\n%s", p.gw.stderr.String())
@@ -182,6 +182,29 @@ func startCrashLoad(url, key string) *crashLoad {
 		go work(w, "slowstream")
 	}
 	return l
+}
+
+// waitFull waits until n responses have been received in full.
+func (l *crashLoad) waitFull(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute) // a guard against hanging, not a wait
+	for {
+		l.mu.Lock()
+		full := 0
+		for _, r := range l.reqs {
+			if r.full {
+				full++
+			}
+		}
+		l.mu.Unlock()
+		if full >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d responses received in full after 2 minutes of load, want %d", full, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // halt stops the load and returns every request it sent.
@@ -348,6 +371,18 @@ func spoolFiles(t *testing.T, dir string) int {
 		}
 	}
 	return n
+}
+
+// waitSpoolFiles waits until at least n complete spool files wait in dir.
+func waitSpoolFiles(t *testing.T, dir string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute) // a guard against hanging, not a wait
+	for got := spoolFiles(t, dir); got < n; got = spoolFiles(t, dir) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d spool files after 2 minutes, want %d", got, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // waitSpoolEmpty waits until every spooled batch has been replayed.

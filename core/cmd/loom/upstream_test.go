@@ -20,10 +20,10 @@ import (
 //
 //	rate-limited  429 with Retry-After
 //	server-error  500
-//	slow          answers after 1.5s (or when the request is cancelled)
 //	hang          never answers until the request is cancelled
 //	cut           streams two events, then drops the connection
 //	slowstream    streams 20 events 100ms apart
+//	hangstream    streams one event, then nothing until the request is cancelled
 //	huge          a 40 MB answer
 //	leak-key      (also azure/leak-key…) a misbehaving upstream that hands the
 //	              credential it received back in response headers and the body:
@@ -41,6 +41,7 @@ type mockUpstream struct {
 	*httptest.Server
 	mu       sync.Mutex
 	requests []upstreamRequest
+	arrival  chan struct{}       // closed and replaced at each request
 	sent     map[string][]string // Loom request id → event payloads sent
 	canceled map[string]bool     // Loom request id → the upstream saw its request end early
 }
@@ -55,7 +56,7 @@ type upstreamRequest struct {
 
 func newMockUpstream(t *testing.T) *mockUpstream {
 	t.Helper()
-	m := &mockUpstream{sent: map[string][]string{}, canceled: map[string]bool{}}
+	m := &mockUpstream{sent: map[string][]string{}, canceled: map[string]bool{}, arrival: make(chan struct{})}
 	m.Server = httptest.NewServer(http.HandlerFunc(m.serve))
 	t.Cleanup(m.Close)
 	return m
@@ -69,8 +70,34 @@ func (m *mockUpstream) record(r *http.Request) upstreamRequest {
 		Body: body, RawBody: raw, RequestID: r.Header.Get("X-Client-Request-Id")}
 	m.mu.Lock()
 	m.requests = append(m.requests, ur)
+	close(m.arrival)
+	m.arrival = make(chan struct{})
 	m.mu.Unlock()
 	return ur
+}
+
+// waitFor shows match every request the upstream has received and will
+// receive, in order, each once, until match returns true; it gives up
+// after timeout (a guard against hanging, not a wait).
+func (m *mockUpstream) waitFor(timeout time.Duration, match func(upstreamRequest) bool) error {
+	guard := time.NewTimer(timeout)
+	defer guard.Stop()
+	for seen := 0; ; {
+		m.mu.Lock()
+		fresh, next := m.requests[seen:], m.arrival
+		m.mu.Unlock()
+		for _, r := range fresh {
+			if match(r) {
+				return nil
+			}
+		}
+		seen += len(fresh)
+		select {
+		case <-next:
+		case <-guard.C:
+			return fmt.Errorf("the upstream did not receive the awaited request within %v (%d received)", timeout, seen)
+		}
+	}
 }
 
 // Requests returns what the upstream received so far.
@@ -141,13 +168,6 @@ func (m *mockUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 		io.WriteString(w, `{"error":{"message":"The server had an error while processing your request.","type":"server_error","param":null,"code":null}}`)
 		return
-	case "slow":
-		select {
-		case <-time.After(1500 * time.Millisecond):
-		case <-r.Context().Done():
-			m.markCanceled(req.RequestID)
-			return
-		}
 	case "huge": // a 40 MB answer
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"id":"chatcmpl-huge","object":"chat.completion","created":1700000000,"model":"huge","choices":[{"index":0,"message":{"role":"assistant","content":"%s"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`,
@@ -236,6 +256,11 @@ func (m *mockUpstream) stream(w http.ResponseWriter, r *http.Request, req upstre
 		m.mu.Lock()
 		m.sent[req.RequestID] = append(m.sent[req.RequestID], ev)
 		m.mu.Unlock()
+		if model == "hangstream" {
+			<-r.Context().Done()
+			m.markCanceled(req.RequestID)
+			return
+		}
 		select {
 		case <-r.Context().Done():
 			m.markCanceled(req.RequestID)
