@@ -40,9 +40,10 @@ import (
 
 // Five tenants send 10,000 requests at once — streams and plain answers,
 // through three providers (two plugin processes of the openai plugin and
-// one of azure) — to an upstream that holds each one open for 10 s, longer
-// than sending them all takes, so that all are in flight together (which
-// the test checks at the client and in Loom). Afterwards each request has exactly one trace, stored
+// one of azure) — to an upstream that answers none of them until all have
+// arrived (loom-mock -hold), so that all are in flight together however
+// slow the machine (the test checks it at the client and in Loom while the
+// upstream holds them). Afterwards each request has exactly one trace, stored
 // under the tenant whose key sent it and holding that request's body and
 // answer only; and every way a tenant can read — every dashboard endpoint,
 // with or without query-string tricks, and on PostgreSQL plain SQL as the
@@ -71,20 +72,36 @@ var isoModels = []struct{ model, provider string }{
 	{"alt/gpt-4o-mini", "alt"},
 }
 
+// isoConfig points three providers at the upstream. Its answers wait until
+// every request has arrived, and 10,000 connections to it may meet a full
+// accept queue: the calls are allowed as long as that can take on a busy
+// machine (the default connect timeout is 10 s).
 func isoConfig(pluginsDir, upstream string) string {
 	return fmt.Sprintf(`
 plugins_dir = %q
 provider "openai" {
-  settings { base_url = "%[2]s/v1" }
+  settings {
+    base_url        = "%[2]s/v1"
+    connect_timeout = "2m"
+    timeout         = "%[3]s"
+  }
   env { api_key = "OPENAI_API_KEY" }
 }
 provider "alt" {
   plugin = "openai"
-  settings { base_url = "%[2]s/v1" }
+  settings {
+    base_url        = "%[2]s/v1"
+    connect_timeout = "2m"
+    timeout         = "%[3]s"
+  }
   env { api_key = "OPENAI_API_KEY" }
 }
 provider "azure" {
-  settings { endpoint = %[2]q }
+  settings {
+    endpoint        = %[2]q
+    connect_timeout = "2m"
+    timeout         = "%[3]s"
+  }
   env { api_key = "AZURE_OPENAI_API_KEY" }
 }
 tenant "default" {
@@ -102,7 +119,7 @@ tenant "default" {
     provider = "openai"
   }
 }
-`, pluginsDir, upstream)
+`, pluginsDir, upstream, isoHoldTimeout+5*time.Minute)
 }
 
 // isoReq is one request of the load and what came of it.
@@ -125,7 +142,8 @@ type isoTenant struct {
 	name, id string
 	keys     []string
 	keyIDs   []string
-	traces   map[string]int // trace id → request index (from the store)
+	traces   map[string]int       // trace id → request index (from the store)
+	created  map[string]time.Time // trace id → created_at (from the store)
 }
 
 const isoAdmin = "admin-token-isolation"
@@ -140,14 +158,11 @@ func testIsolation(t *testing.T, backendName string, n int) {
 		phases = append(phases, fmt.Sprintf("%s %v", name, time.Since(last).Round(100*time.Millisecond)))
 		last = time.Now()
 	}
-	latency := 10 * time.Second
-	if n < 5000 {
-		latency = 3 * time.Second
-	}
-
-	// The upstream, in a process of its own.
+	// The upstream, in a process of its own, holding every answer until
+	// all n requests have arrived and the test releases them.
 	mock := exec.Command(testbin.Mock(t), "-listen", "127.0.0.1:0", "-print-addr", "-echo",
-		"-latency", latency.String(), "-chunks", "3", "-chunk-gap", "10ms")
+		"-hold", strconv.Itoa(n), "-hold-release", "-hold-timeout", isoHoldTimeout.String(),
+		"-chunks", "3", "-chunk-gap", "10ms")
 	mockOut, err := mock.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +202,7 @@ func testIsolation(t *testing.T, backendName string, n int) {
 	tenants := make([]*isoTenant, len(isoTenants))
 	for i, name := range isoTenants {
 		mustRun(t, dir, cliEnv, "tenant", "create", name)
-		tenants[i] = &isoTenant{name: name, traces: map[string]int{}}
+		tenants[i] = &isoTenant{name: name, traces: map[string]int{}, created: map[string]time.Time{}}
 		for k := 0; k < 2; k++ {
 			tenants[i].keys = append(tenants[i].keys, lastLine(mustRun(t, dir, cliEnv, "key", "create", "--tenant", name)))
 		}
@@ -233,18 +248,22 @@ func testIsolation(t *testing.T, backendName string, n int) {
 	}
 
 	lap("setup")
-	load := isoLoad(t, gw.url, reqs)
+	load := isoLoad(t, gw.url, upstream, reqs)
 	lap("load")
 	for i, r := range reqs {
 		if r.err != nil || r.status != 200 {
-			t.Fatalf("request %d (%s): status %d, %v: %.300s\nloom: %.2000s", i, r.marker, r.status, r.err, r.answer, gw.stderr.String())
+			t.Fatalf("request %d (%s): status %d, %v: %.300s\nloom: %.2000s\nloom-mock: %.2000s",
+				i, r.marker, r.status, r.err, r.answer, gw.stderr.String(), mockErr.String())
 		}
 	}
-	t.Logf("%d requests answered in %v; in flight at once: %d at the client, %d in Loom (trace queue depth); first answer %v after the last request was written",
-		n, load.duration.Round(time.Millisecond), load.clientPeak, load.loomPeak, load.margin.Round(time.Millisecond))
-	if load.clientPeak != int64(n) || load.loomPeak != int64(n) {
-		t.Fatalf("the load was not concurrent: at most %d requests in flight at the client and %d in Loom, want all %d (upstream latency %v)",
-			load.clientPeak, load.loomPeak, n, latency)
+	if load.early != "" {
+		t.Fatalf("the upstream did not hold all %d requests at once: %s", n, load.early)
+	}
+	t.Logf("%d requests in flight at once after %v (held by the upstream: %d at the client, %d in Loom's trace queue), all answered %v later",
+		n, load.gathered.Round(time.Millisecond), load.clientInFlight, load.loomInFlight, load.answered.Round(time.Millisecond))
+	if load.clientInFlight != int64(n) || load.loomInFlight != int64(n) {
+		t.Fatalf("while the upstream held all %d requests: %d in flight at the client, %d in Loom's trace queue; want %d each",
+			n, load.clientInFlight, load.loomInFlight, n)
 	}
 
 	leaks := &isoLeaks{}
@@ -268,7 +287,9 @@ func testIsolation(t *testing.T, backendName string, n int) {
 	// The store: exactly one trace per request, under the sender's tenant,
 	// holding that request and the answer the client got.
 	perTenant := n / len(tenants)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	// Traces are written in the background: wait for them (the deadline
+	// only keeps a broken recorder from hanging the test).
+	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
 		var stored int64
 		for _, tn := range tenants {
 			c, err := st.CountTraces(ctx, tn.id)
@@ -313,6 +334,7 @@ func testIsolation(t *testing.T, backendName string, n int) {
 			continue
 		}
 		tenants[r.tenant].traces[tr.ID] = i
+		tenants[r.tenant].created[tr.ID] = tr.CreatedAt
 		if tr.Status != "ok" || tr.HTTPStatus != 200 || tr.Stream != r.stream || tr.ProviderInstance != isoModels[r.model].provider {
 			t.Fatalf("trace of request %d: status %s %d, stream %v, provider %s", i, tr.Status, tr.HTTPStatus, tr.Stream, tr.ProviderInstance)
 		}
@@ -362,8 +384,8 @@ func testIsolation(t *testing.T, backendName string, n int) {
 	if n := leaks.count(); n != 0 {
 		t.Fatalf("%d leaks", n)
 	}
-	t.Logf("isolation (%s): %d requests, %d tenants, peak concurrency %d, %d traces, leaks: 0, load %v, total %v (%s)",
-		backendName, n, len(tenants), load.loomPeak, len(all), load.duration.Round(time.Millisecond),
+	t.Logf("isolation (%s): %d requests, %d tenants, concurrency %d, %d traces, leaks: 0, load %v, total %v (%s)",
+		backendName, n, len(tenants), load.loomInFlight, len(all), (load.gathered + load.answered).Round(time.Millisecond),
 		time.Since(start).Round(100*time.Millisecond), strings.Join(phases, ", "))
 }
 
@@ -470,23 +492,34 @@ func isoAllTraces(t *testing.T, st store.Store) []store.Trace {
 	return all
 }
 
+// isoHoldTimeout bounds how long loom-mock holds the requests waiting for
+// the rest (then it answers them 503): only a broken test gets near it.
+const isoHoldTimeout = 10 * time.Minute
+
 type isoLoadResult struct {
-	duration   time.Duration
-	clientPeak int64         // requests written and not yet answered, at most
-	loomPeak   int64         // loom_trace_queue_depth, at most
-	margin     time.Duration // from the last request written to the first answer
+	gathered       time.Duration // from the first request sent to all held by the upstream
+	answered       time.Duration // from the release to the last answer read
+	clientInFlight int64         // requests written and not answered, while all were held
+	loomInFlight   int64         // loom_trace_queue_depth, while all were held
+	early          string        // why the requests were not all held at once, if they were not
 }
 
-// isoLoad sends every request at once, each on its own connection, and
-// measures how many were in flight together: at the client (written and
-// not yet answered) and in Loom (its trace queue depth, polled).
-func isoLoad(t *testing.T, gwURL string, reqs []*isoReq) isoLoadResult {
+// isoLoad sends every request at once, each on its own connection, to
+// Loom, whose upstream (loom-mock -hold len(reqs) -hold-release at
+// mockURL) answers none of them until all have arrived. Once all have,
+// it counts the requests in flight at the client (written and not yet
+// answered) and in Loom (its trace queue depth), then releases the
+// answers and reads them.
+func isoLoad(t *testing.T, gwURL, mockURL string, reqs []*isoReq) isoLoadResult {
 	t.Helper()
 	n := len(reqs)
-	// One connection per request (HTTP/1.1). Dials are bounded so that the
-	// gateway's accept queue (somaxconn) never overflows into SYN retries.
+	// One connection per request (HTTP/1.1): none is answered, so none is
+	// free for another request, before all have been sent. Dials are
+	// bounded so that the gateway's accept queue (somaxconn) is less
+	// likely to overflow into SYN retries, and may take as long as the
+	// kernel's retries do.
 	dials := make(chan struct{}, 256)
-	dialer := &net.Dialer{Timeout: 30 * time.Second}
+	dialer := &net.Dialer{Timeout: 2 * time.Minute}
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			dials <- struct{}{}
@@ -498,47 +531,19 @@ func isoLoad(t *testing.T, gwURL string, reqs []*isoReq) isoLoadResult {
 		DisableCompression:  true,
 	}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 2 * time.Minute}
+	// Longer than the upstream holds anything: a request that is not
+	// answered ends with the upstream's 503, which says why.
+	client := &http.Client{Transport: tr, Timeout: isoHoldTimeout + 5*time.Minute}
 
-	var written, answered, clientPeak, loomPeak atomic.Int64
-	var lastWrite, firstAnswer atomic.Int64 // unix nanoseconds
-	raise := func(v *atomic.Int64, x int64) {
-		for {
-			old := v.Load()
-			if x <= old || v.CompareAndSwap(old, x) {
-				return
-			}
-		}
-	}
+	var written, answered atomic.Int64
+	allWritten := make(chan struct{})
 	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
-		w := written.Add(1)
-		raise(&lastWrite, time.Now().UnixNano())
-		raise(&clientPeak, w-answered.Load())
-	}}
-
-	stop := make(chan struct{})
-	polled := make(chan struct{})
-	go func() {
-		defer close(polled)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			req, _ := http.NewRequest("GET", gwURL+"/metrics", nil)
-			req.Header.Set("Authorization", "Bearer "+isoAdmin)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				continue
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if v, ok := metricValue(string(b), "loom_trace_queue_depth"); ok {
-				raise(&loomPeak, int64(v))
-			}
+		if written.Add(1) == int64(n) {
+			close(allWritten)
 		}
-	}()
+	}}
+	var released atomic.Bool
+	early := make(chan string, 1) // the first answer before the release
 
 	headers := []string{"Authorization", "X-Api-Key", "Api-Key"}
 	began := time.Now()
@@ -547,6 +552,15 @@ func isoLoad(t *testing.T, gwURL string, reqs []*isoReq) isoLoadResult {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() {
+				answered.Add(1)
+				if !released.Load() {
+					select {
+					case early <- fmt.Sprintf("request %d (%s) ended before the release: status %d, %v: %.300s", i, r.marker, r.status, r.err, r.answer):
+					default:
+					}
+				}
+			}()
 			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace),
 				"POST", gwURL+"/v1/chat/completions", strings.NewReader(r.body))
 			req.Header.Set("Content-Type", "application/json")
@@ -561,20 +575,67 @@ func isoLoad(t *testing.T, gwURL string, reqs []*isoReq) isoLoadResult {
 				r.err = err
 				return
 			}
+			r.status, r.requestID = resp.StatusCode, resp.Header.Get("X-Request-Id")
 			r.answer, r.err = io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if answered.Add(1) == 1 {
-				firstAnswer.Store(time.Now().UnixNano())
-			}
-			r.status, r.requestID = resp.StatusCode, resp.Header.Get("X-Request-Id")
 		}()
 	}
+
+	// Wait until the upstream holds all n requests (it answers this GET
+	// then, or with a 503 when its hold times out), or one ends early.
+	held := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("%s/mock/hold?arrived=%d", mockURL, n))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				err = fmt.Errorf("loom-mock: %d %s", resp.StatusCode, b)
+			}
+		}
+		held <- err
+	}()
+	var res isoLoadResult
+	select {
+	case err := <-held:
+		if err != nil {
+			res.early = err.Error()
+			break
+		}
+		res.gathered = time.Since(began)
+		// Every request reached the upstream, so every one was written:
+		// only the client's bookkeeping of the last writes may lag.
+		<-allWritten
+		res.clientInFlight = written.Load() - answered.Load()
+		req, _ := http.NewRequest("GET", gwURL+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+isoAdmin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			res.early = fmt.Sprintf("GET /metrics: %v", err)
+			break
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		v, ok := metricValue(string(b), "loom_trace_queue_depth")
+		if !ok {
+			res.early = fmt.Sprintf("no loom_trace_queue_depth in /metrics: %.500s", b)
+			break
+		}
+		res.loomInFlight = int64(v)
+	case why := <-early:
+		res.early = why
+	}
+	// Release the answers (also after a failure, so that every request
+	// ends) and read them.
+	released.Store(true)
+	release := time.Now()
+	resp, err := http.Post(mockURL+"/mock/release", "", nil)
+	if err != nil {
+		t.Fatalf("release the upstream's answers: %v", err)
+	}
+	resp.Body.Close()
 	wg.Wait()
-	res := isoLoadResult{duration: time.Since(began), clientPeak: clientPeak.Load(),
-		margin: time.Duration(firstAnswer.Load() - lastWrite.Load())}
-	close(stop)
-	<-polled
-	res.loomPeak = loomPeak.Load()
+	res.answered = time.Since(release)
 	return res
 }
 
@@ -997,14 +1058,35 @@ func isoDashboardChecks(t *testing.T, leaks *isoLeaks, d *isoDash, tenants []*is
 	})
 
 	t.Run("live tail", func(t *testing.T) {
-		// The tail polls every second: give it a few to catch up.
-		deadline := time.Now().Add(15 * time.Second)
+		// A tail sends the traces it finds whose requests started within
+		// the dashboard's live look-back (2 minutes) of its poll: on a
+		// slow machine the requests of the load, in flight together
+		// until the last one arrived, may have started earlier than that
+		// by the time their traces are stored. So every trace that started
+		// within the look-back of now must come (the tail polls every
+		// second: wait for it, the deadline only keeps a stuck tail from
+		// hanging the test), older ones may; none of another tenant, none
+		// twice.
+		const lookback, slack = 2 * time.Minute, 2 * time.Second
+		deadline := time.Now().Add(2 * time.Minute)
 		for ti, tn := range tenants {
 			var seen []isoSummary
+			var missing []string
 			var err error
 			for {
 				seen, err = tails[ti].got()
-				if len(seen) >= perTenant || err != nil || time.Now().After(deadline) {
+				got := map[string]bool{}
+				for _, s := range seen {
+					got[s.ID] = true
+				}
+				floor := time.Now().Add(-lookback + slack)
+				missing = missing[:0]
+				for id, at := range tn.created {
+					if !got[id] && at.After(floor) {
+						missing = append(missing, id)
+					}
+				}
+				if len(missing) == 0 || err != nil || time.Now().After(deadline) {
 					break
 				}
 				time.Sleep(200 * time.Millisecond)
@@ -1019,9 +1101,10 @@ func isoDashboardChecks(t *testing.T, leaks *isoLeaks, d *isoDash, tenants []*is
 				}
 				ids[s.ID] = true
 			}
-			if len(seen) != perTenant {
-				t.Errorf("%s's live tail sent %d traces, want its %d", tn.name, len(seen), perTenant)
+			if len(missing) != 0 {
+				t.Errorf("%s's live tail did not send %d of its traces started within the look-back (e.g. %s)", tn.name, len(missing), missing[0])
 			}
+			t.Logf("%s's live tail sent %d of its %d traces", tn.name, len(seen), perTenant)
 		}
 	})
 }
