@@ -89,7 +89,7 @@ func startServeNoWait(t *testing.T, dir string, env []string, args ...string) *g
 func startServe(t *testing.T, dir string, env []string, args ...string) *gateway {
 	t.Helper()
 	s := startServeNoWait(t, dir, env, args...)
-	s.srv.WaitHealthy(t, 20*time.Second)
+	s.srv.WaitHealthy(t, 2*time.Minute) // a guard against hanging, not a wait
 	return s
 }
 
